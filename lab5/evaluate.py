@@ -1,0 +1,191 @@
+"""Evaluation under the lab protocol, with SSIM, best-of-N and baselines.
+
+Protocol (the lab's, stated precisely): ``n_past`` conditioning frames (2) then
+``n_future`` predicted frames (10). On conditioning steps z comes from the posterior;
+on predicted steps from the prior; each prediction is fed back as the next input
+(teacher forcing 0). PSNR = 10·log10(1/MSE) per frame over pixels in [0, 1], averaged
+over predicted frames and sequences. SSIM comes from scikit-image. With N samples per
+sequence, best-of-N (SVG's protocol) keeps each sequence's best, mean and worst sample.
+Baselines in the same table: copy-last-frame, and the same model with the conditions
+(actions and end-effector positions) shuffled across sequences.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from lab5.models.cvae import CVAE
+from lab5.steps import _uses_skip_of
+
+Z_SOURCE = "posterior z on conditioning frames, prior z on predicted frames"
+
+
+@torch.no_grad()
+def generate(model: CVAE, x: torch.Tensor, c: torch.Tensor, n_past: int, n_future: int,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Predict frames n_past..n_past+n_future−1 of ``x [B,T,3,H,W]`` given ``c [B,T,C]``.
+
+    Returns ``[B, n_future, 3, H, W]``. The model must be in eval mode.
+    """
+    x, c = x.transpose(0, 1), c.transpose(0, 1)
+    hidden = model.init_hidden(x.shape[1], x.device)
+    x_in, skip, preds = x[0], None, []
+    for i in range(1, n_past + n_future):
+        h, frame_skip = model.encoder(x_in)
+        if _uses_skip_of(model, i, n_past):
+            skip = frame_skip
+        if i < n_past:
+            z = model.posterior(model.encoder(x[i])[0], hidden, generator)[0]
+            if model.prior_net is not None:  # keep the learned prior's state in step
+                model.prior(h, hidden, generator)
+            model.predict(h, z, c[i - 1], skip, hidden)
+            x_in = x[i]
+        else:
+            z = model.prior(h, hidden, generator)[0]
+            x_in = model.predict(h, z, c[i - 1], skip, hidden)
+            preds.append(x_in)
+    return torch.stack(preds, 1)
+
+
+def psnr_per_frame(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """PSNR = 10·log10(1/MSE) of each frame: ``[B,T,3,H,W]`` -> ``[B,T]``."""
+    mse = ((pred.float() - truth.float()) ** 2).flatten(2).mean(2)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def ssim_per_frame(pred: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """SSIM (scikit-image, data_range 1) of each frame: ``[B,T,3,H,W]`` -> ``[B,T]``."""
+    p = pred.float().permute(0, 1, 3, 4, 2).cpu().numpy()
+    t = truth.float().permute(0, 1, 3, 4, 2).cpu().numpy()
+    out = np.empty(p.shape[:2])
+    for b in range(p.shape[0]):
+        for k in range(p.shape[1]):
+            out[b, k] = structural_similarity(t[b, k], p[b, k], channel_axis=2, data_range=1.0)
+    return out
+
+
+class ShuffledConditions(Dataset):
+    """Frames of sequence i with the conditions of another sequence (a fixed derangement)."""
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        n = len(dataset)
+        if n < 2:
+            raise ValueError("shuffling conditions across sequences needs at least 2 sequences")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        self.source = torch.empty(n, dtype=torch.long)
+        self.source[perm] = perm.roll(-1)  # each sequence takes the next one's conditions in a cycle
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset[i][0], self.dataset[int(self.source[i])][1]
+
+
+def _summary(values: np.ndarray) -> dict[str, Any]:
+    """Mean and per-frame curve of a ``[sequences, frames]`` array."""
+    return {"mean": float(values.mean()), "per_frame": [float(v) for v in values.mean(0)]}
+
+
+@torch.no_grad()
+def evaluate_model(model: CVAE, dataset: Dataset, n_past: int, n_future: int, samples: int = 1,
+                   batch_size: int = 32, seed: int = 0, device: str | torch.device = "cpu",
+                   max_sequences: int = 0, split: str = "test", with_ssim: bool = True,
+                   with_shuffled: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Run the lab protocol on ``dataset``; return the results dict (see ``lab5 evaluate --json``)."""
+    if max_sequences:
+        dataset = torch.utils.data.Subset(dataset, range(min(max_sequences, len(dataset))))
+    model.eval()
+    T = n_past + n_future
+
+    def run(ds: Dataset, n_samples: int, tag: str, want_ssim: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        psnr, ssim = [], []
+        for x, c in tqdm(DataLoader(ds, batch_size=batch_size), desc=tag, disable=not progress, leave=False):
+            x, c = x[:, :T].to(device), c[:, :T].to(device)
+            truth = x[:, n_past:T]
+            p_s, s_s = [], []
+            for _ in range(n_samples):
+                pred = generate(model, x, c, n_past, n_future, gen)
+                p_s.append(psnr_per_frame(pred, truth).cpu().numpy())
+                if want_ssim:
+                    s_s.append(ssim_per_frame(pred, truth))
+            psnr.append(np.stack(p_s, 1))
+            if want_ssim:
+                ssim.append(np.stack(s_s, 1))
+        return np.concatenate(psnr), (np.concatenate(ssim) if want_ssim else None)
+
+    psnr, ssim = run(dataset, samples, "generate", with_ssim)  # [sequences, samples, frames]
+    truth = torch.stack([dataset[i][0][n_past:T] for i in range(len(dataset))])
+    last = torch.stack([dataset[i][0][n_past - 1] for i in range(len(dataset))])
+    copy_pred = last[:, None].expand_as(truth)
+    copy_psnr = _summary(psnr_per_frame(copy_pred, truth).numpy())
+    results: dict[str, Any] = {
+        "protocol": {
+            "split": split, "sequences": len(dataset), "n_past": n_past, "n_future": n_future,
+            "samples": samples, "z": Z_SOURCE, "feedback": "predictions fed back (teacher forcing 0)",
+            "psnr": "10*log10(1/MSE) per frame, pixels in [0,1], mean over predicted frames and sequences",
+            "seed": seed,
+        },
+        "psnr": _summary(psnr.mean(1)),
+        "copy_last": {"psnr": copy_psnr["mean"], "psnr_per_frame": copy_psnr["per_frame"]},
+    }
+    if with_ssim:
+        copy_ssim = ssim_per_frame(copy_pred, truth)
+        results["ssim"] = _summary(ssim.mean(1))
+        results["copy_last"]["ssim"] = float(copy_ssim.mean())
+        results["copy_last"]["ssim_per_frame"] = _summary(copy_ssim)["per_frame"]
+    if with_shuffled and len(dataset) >= 2:
+        shuffled, _ = run(ShuffledConditions(dataset, seed), 1, "shuffled", False)
+        results["shuffled_actions"] = {"psnr": float(shuffled.mean()),
+                                       "what": "same model, conditions (actions and end-effector "
+                                               "positions) of another sequence"}
+    if samples > 1:
+        seq_psnr = psnr.mean(2)  # [N, S]: each sample's PSNR averaged over frames
+        results["best_of_n"] = {"n": samples, "psnr": {
+            "mean": float(seq_psnr.mean()), "best": float(seq_psnr.max(1).mean()),
+            "worst": float(seq_psnr.min(1).mean())}}
+        if with_ssim:
+            seq_ssim = ssim.mean(2)
+            results["best_of_n"]["ssim"] = {"mean": float(seq_ssim.mean()), "best": float(seq_ssim.max(1).mean()),
+                                            "worst": float(seq_ssim.min(1).mean())}
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A plain-text table of the results, headed by the protocol it was measured under."""
+    p = results["protocol"]
+    lines = [f"protocol: {p['n_past']} conditioning + {p['n_future']} predicted frames; {p['z']}; "
+             f"{p['feedback']}; {p['samples']} sample(s) per sequence; split '{p['split']}', "
+             f"{p['sequences']} sequences",
+             f"{'method':<34}{'PSNR (dB)':>10}{'SSIM':>8}"]
+
+    def row(name: str, psnr: float, ssim: float | None) -> None:
+        ssim_txt = f"{ssim:8.3f}" if ssim is not None and not math.isnan(ssim) else f"{'-':>8}"
+        lines.append(f"{name:<34}{psnr:10.2f}{ssim_txt}")
+
+    row("CVAE (mean over samples)", results["psnr"]["mean"], results.get("ssim", {}).get("mean"))
+    if "best_of_n" in results:
+        b = results["best_of_n"]
+        for k in ("best", "worst"):
+            row(f"CVAE {k} of {b['n']}", b["psnr"][k], b.get("ssim", {}).get(k))
+    row("copy last frame", results["copy_last"]["psnr"], results["copy_last"].get("ssim"))
+    if "shuffled_actions" in results:
+        row("CVAE, shuffled actions", results["shuffled_actions"]["psnr"], None)
+    return "\n".join(lines)
+
+
+def save_json(results: dict[str, Any], path: str | Path) -> None:
+    import json
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,94 @@
+"""The conditional VAE: encoder, decoder, LSTM predictor, posterior and prior, wired per frame.
+
+``CVAE`` only holds the modules and the three per-frame operations every training or
+generation loop needs (``posterior``, ``prior``, ``predict``); the loops themselves
+live in ``lab5.steps`` (training) and ``lab5.evaluate`` (generation).
+
+Predictor input at step t (predicting x_t) is ``[h_{t-1}, z_t, c_{t-1}]``: the encoding
+of the previous frame, the latent and the condition (action and end-effector
+position) of the previous frame.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lab5.config import Config
+from lab5.models.encoders import build_encoder_decoder
+from lab5.models.lstm import GaussianLstm, Hidden, Lstm
+
+Gaussian = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # z, mu, logvar
+
+
+class CVAE(nn.Module):
+    """SVG-style conditional VAE; ``cfg.prior`` picks fixed N(0, I), learned, or none."""
+
+    def __init__(self, cfg: Config, cond_dim: int, channels: int = 3, image_size: int = 64) -> None:
+        super().__init__()
+        if image_size != 64:
+            raise ValueError(f"the {cfg.arch} encoder needs 64x64 frames, the data has {image_size}x{image_size}")
+        self.cfg = cfg
+        self.cond_dim = cond_dim
+        self.z_dim = cfg.z_dim
+        self.prior_kind = cfg.prior
+        self.last_frame_skip = cfg.last_frame_skip
+        self.encoder, self.decoder = build_encoder_decoder(cfg.arch, cfg.g_dim, cfg.nf, channels)
+        self.predictor = Lstm(cfg.g_dim + cfg.z_dim + cond_dim, cfg.g_dim, cfg.rnn_size,
+                              cfg.predictor_rnn_layers)
+        self.posterior_net = (GaussianLstm(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
+                              if cfg.z_dim > 0 else None)
+        self.prior_net = (GaussianLstm(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_rnn_layers)
+                          if cfg.prior == "learned" else None)
+
+    def init_hidden(self, batch_size: int, device: torch.device | str) -> dict[str, Hidden]:
+        """Fresh LSTM states for one batch of sequences."""
+        hidden = {"predictor": self.predictor.init_hidden(batch_size, device)}
+        if self.posterior_net is not None:
+            hidden["posterior"] = self.posterior_net.init_hidden(batch_size, device)
+        if self.prior_net is not None:
+            hidden["prior"] = self.prior_net.init_hidden(batch_size, device)
+        return hidden
+
+    def posterior(self, h_target: torch.Tensor, hidden: dict[str, Hidden],
+                  generator: torch.Generator | None = None) -> Gaussian:
+        """q(z_t | x_<=t), fed the encoding of the frame being predicted."""
+        if self.posterior_net is None:
+            return _empty_gaussian(h_target)
+        z, mu, logvar, hidden["posterior"] = self.posterior_net(h_target, hidden["posterior"], generator)
+        return z, mu, logvar
+
+    def prior(self, h_prev: torch.Tensor, hidden: dict[str, Hidden],
+              generator: torch.Generator | None = None) -> Gaussian:
+        """p(z_t | x_<t): learned LSTM, or N(0, I) for the fixed prior."""
+        if self.prior_net is not None:
+            z, mu, logvar, hidden["prior"] = self.prior_net(h_prev, hidden["prior"], generator)
+            return z, mu, logvar
+        if self.z_dim == 0:
+            return _empty_gaussian(h_prev)
+        zeros = torch.zeros(h_prev.shape[0], self.z_dim, device=h_prev.device, dtype=h_prev.dtype)
+        z = torch.randn(zeros.shape, generator=generator, device=zeros.device, dtype=zeros.dtype)
+        return z, zeros, zeros
+
+    def predict(self, h_prev: torch.Tensor, z: torch.Tensor, c_prev: torch.Tensor,
+                skip: list[torch.Tensor], hidden: dict[str, Hidden]) -> torch.Tensor:
+        """One predicted frame from [h_{t-1}, z_t, c_{t-1}] and the skip features."""
+        g, hidden["predictor"] = self.predictor(torch.cat([h_prev, z, c_prev.to(h_prev.dtype)], 1),
+                                                hidden["predictor"])
+        return self.decoder(g, skip)
+
+    def predict_code(self, h_prev: torch.Tensor, z: torch.Tensor, c_prev: torch.Tensor,
+                     hidden: dict[str, Hidden]) -> torch.Tensor:
+        """The predictor alone (the decoder is applied later, batched over time, by the fast path)."""
+        g, hidden["predictor"] = self.predictor(torch.cat([h_prev, z, c_prev.to(h_prev.dtype)], 1),
+                                                hidden["predictor"])
+        return g
+
+
+def _empty_gaussian(like: torch.Tensor) -> Gaussian:
+    empty = like.new_zeros(like.shape[0], 0)
+    return empty, empty, empty
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

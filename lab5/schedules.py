@@ -1,0 +1,62 @@
+"""Schedules over epochs: KL annealing (β) and teacher forcing (scheduled sampling).
+
+Both are pure functions of the epoch index, which makes resuming a run trivial: the
+checkpoint stores the epoch and the schedules give the same values again.
+"""
+
+from __future__ import annotations
+
+from lab5.config import Config
+
+
+class KLAnnealing:
+    """β per epoch, with the report's semantics (Listing 2.6).
+
+    ``cycle_len = epochs // cycles`` and ``step = 1 / (cycle_len * ratio)``.
+    monotonic: ``min(β_min + epoch·step, 1)``; cyclical: ``min(β_min + (epoch mod cycle_len)·step, 1)``;
+    off: 1. The result is then scaled by ``beta_max`` (1 in the report).
+    """
+
+    def __init__(self, mode: str = "monotonic", epochs: int = 100, cycles: int = 4,
+                 ratio: float = 0.5, beta_min: float = 0.0, beta_max: float = 1.0) -> None:
+        if mode not in ("monotonic", "cyclical", "off"):
+            raise ValueError(f"unknown KL annealing mode {mode!r}")
+        self.mode = mode
+        self.cycle_len = max(1, epochs // cycles)
+        self.step = 1.0 / (self.cycle_len * ratio)
+        self.beta_min = beta_min
+        self.beta_max = beta_max
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "KLAnnealing":
+        return cls(cfg.kl_mode, cfg.epochs, cfg.kl_cycles, cfg.kl_ratio, cfg.kl_beta_min, cfg.kl_beta_max)
+
+    def __call__(self, epoch: int) -> float:
+        if self.mode == "off":
+            return self.beta_max
+        position = epoch if self.mode == "monotonic" else epoch % self.cycle_len
+        return self.beta_max * min(self.beta_min + position * self.step, 1.0)
+
+
+class TeacherForcing:
+    """Teacher-forcing ratio per epoch (the report's Listing 2.7, starting from ``ratio``).
+
+    ``ratio`` until ``decay_start``, then ``max(ratio − decay_step·(epoch − decay_start), floor)``.
+    The solver draws once per batch whether that batch is teacher-forced.
+    """
+
+    def __init__(self, ratio: float = 1.0, decay_start: int = 0, decay_step: float = 0.0,
+                 floor: float = 0.0) -> None:
+        self.ratio = ratio
+        self.decay_start = decay_start
+        self.decay_step = decay_step
+        self.floor = floor
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "TeacherForcing":
+        return cls(cfg.tf_ratio, cfg.tf_decay_start, cfg.tf_decay_step, cfg.tf_min)
+
+    def __call__(self, epoch: int) -> float:
+        if epoch < self.decay_start:
+            return self.ratio
+        return max(self.ratio - self.decay_step * (epoch - self.decay_start), min(self.floor, self.ratio))
