@@ -272,7 +272,7 @@ class Solver:
             self._check_finite(grad_norm, "gradient norm")
             self.optimizer.step()
             for key, value in (("loss", loss), ("mse", mse), ("kl", kld)):
-                self.acc[key] += float(value)
+                self.acc[key] += float(value.detach())
             self.acc["tf"] += use_tf
             self.acc["n"] += 1
             self.iteration += 1

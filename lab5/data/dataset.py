@@ -74,7 +74,7 @@ def find_sequences(root: PathLike, split: str) -> list[Path]:
     """
     root = Path(root)
     if not root.exists():
-        raise DatasetError(f"{root}: data root {root} does not exist")
+        raise DatasetError(f"data root {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"{root}: data root is not a folder")
     split_dir = root / split
@@ -320,8 +320,9 @@ def write_sequence(
     tmp.mkdir(parents=True)
     for t, frame in enumerate(frames):
         Image.fromarray(frame, "RGB").save(tmp / f"{t}.png")
-    np.savetxt(tmp / ACTIONS_CSV, np.asarray(actions, dtype=np.float64).reshape(len(frames), -1), delimiter=",")
-    np.savetxt(tmp / POSITIONS_CSV, np.asarray(positions, dtype=np.float64).reshape(len(frames), -1), delimiter=",")
+    for name, values in ((ACTIONS_CSV, actions), (POSITIONS_CSV, positions)):
+        # float32 → float64 is exact, and %.18e round-trips it: the CSV holds the very values
+        np.savetxt(tmp / name, np.asarray(values, np.float64).reshape(len(frames), -1), delimiter=",")
     if seq_dir.exists():
         old = seq_dir.parent / f".old-{seq_dir.name}-{os.getpid()}"
         os.rename(seq_dir, old)

@@ -105,8 +105,8 @@ WORK = (10.0, 12.0, 54.0, 46.0)
 
 # Image <-> BAIR-like metres: x grows down the image (away from the robot at
 # the top), y grows to the right.
-M_PER_PX = 0.4 / 48.0
-X0_M, V0_PX = 0.40, FLOOR[1]
+M_PER_PX = 0.0125
+X0_M, V0_PX = 0.40, WORK[1]
 U0_PX = IMG / 2
 
 Z_DOWN, Z_UP = 0.20, 0.31
@@ -114,17 +114,23 @@ Z_STEP = {0: -0.025, 1: 0.0, 2: 0.03}  # per frame, by height command
 Z_CONTACT = 0.235  # above this the gripper clears the objects
 ACTION_CLIP = 0.075
 SPEED = (0.015, 0.045)  # policy drift, metres per held pair
-NOISE = 0.025  # policy jitter (std), metres per held pair
+NOISE = 0.03  # policy jitter (std), metres per held pair
 
-GRIP_R = 4.0  # physics radius of the gripper (px)
-GRIP_SCALE = 1.0  # drawn size of the gripper
+GRIP_R = 4.0  # physics radius of the gripper (px), about the drawn palm + fingers
+GRIP_OFFSET = 1.0  # the fingers reach forward of the palm centre, so the disc sits forward too
+GRIP_MASS = 100.0  # about an object's mass: pushes clutter, yet a wall-squeezed object stops it
+CAT_OBJECT, CAT_GRIPPER = 0b01, 0b10  # collision categories
+GRIP_SCALE = 0.95  # drawn size of the gripper
+GRIP_RGB = ((58, 58, 64), (30, 30, 34), (170, 45, 45), (90, 25, 25))  # palm, its edge, fingers, their edge
 DT_FRAME = 0.1  # simulated seconds per video frame
 SUBSTEPS = 4
 FRICTION_ACC = 700.0  # px/s^2: how fast table friction stops a sliding object
-FRICTION_ALPHA = 60.0  # rad/s^2: same for spinning
 
-SHOULDER = (32.0, -22.0)
-ARM_RGB = ((120, 122, 130), (110, 112, 120), (165, 167, 175))  # arm base, above the image
+SHOULDER = (32.0, -22.0)  # arm base, above the image
+ARM_RGB = ((125, 127, 135), (115, 117, 125), (165, 167, 175))  # upper arm, forearm, highlight
+ARM_W = 3.4  # forearm width (px)
+ARM_SHADOW = 27  # opacity (0-255) of the arm's shadow
+ELBOW_FOLLOW = 0.35  # how much the elbow follows the gripper sideways
 
 PALETTE = (
     (205, 45, 45),  # red
@@ -178,14 +184,14 @@ def _random_object(rng: np.random.Generator) -> ObjectSpec:
     lum = 0.3 * colour[0] + 0.59 * colour[1] + 0.11 * colour[2]
     accent = tuple(int(c * 0.45) for c in colour) if lum > 110 else tuple(min(255, int(c + 120)) for c in colour)
     if kind == "circle":
-        r = float(rng.uniform(3.0, 4.8))
+        r = float(rng.uniform(3.4, 5.4))
         return ObjectSpec(kind, r, (), colour, accent, 1.0)  # type: ignore[arg-type]
     if kind == "box":
-        w, h = float(rng.uniform(4.5, 9.5)), float(rng.uniform(4.0, 7.0))
+        w, h = float(rng.uniform(5.0, 10.5)), float(rng.uniform(4.5, 7.5))
         verts = ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))
         return ObjectSpec(kind, math.hypot(w, h) / 2, verts, colour, accent, 1.0)  # type: ignore[arg-type]
     n = int(rng.choice([3, 5, 6]))
-    r = float(rng.uniform(3.8, 5.5))
+    r = float(rng.uniform(4.2, 6.2))
     base = np.sort(rng.uniform(0, 2 * np.pi, n) * 0.25 + np.arange(n) * 2 * np.pi / n)
     radii = r * rng.uniform(0.8, 1.0, n)
     verts = tuple((float(ri * np.cos(a)), float(ri * np.sin(a))) for ri, a in zip(radii, base))
@@ -255,7 +261,7 @@ class _World:
     def __init__(self, scene: Scene) -> None:
         self.space = pymunk.Space()
         self.space.gravity = (0.0, 0.0)
-        self.space.iterations = 10
+        self.space.iterations = 20
         static = self.space.static_body
         u0, v0, u1, v1 = FLOOR
         t = 20.0  # thick walls so squeezed objects cannot tunnel out
@@ -291,32 +297,47 @@ class _World:
             pivot.max_force = body.mass * FRICTION_ACC
             gear = pymunk.GearJoint(static, body, 0.0, 1.0)
             gear.max_bias = 0.0
-            gear.max_force = body.moment * FRICTION_ALPHA
+            # Friction torque of a uniformly pressed disc: mu*m*g * (2/3) r.
+            gear.max_force = body.mass * FRICTION_ACC * (2.0 / 3.0) * spec.radius
             self.space.add(pivot, gear)
             self.bodies.append(body)
             self.shapes.append(shape)
 
-        self.gripper = pymunk.Body(body_type=pymunk.Body.KINEMATIC)
+        # The gripper is a heavy dynamic body whose velocity is set every
+        # substep to reach the commanded position by the end of the frame. In
+        # free space it lands exactly there; pushing clutter barely slows it;
+        # but when it squeezes an object against a wall the contact stops it,
+        # like a real arm, instead of forcing the object through the wall
+        # (which an infinite-mass kinematic body would do).
+        self.gripper = pymunk.Body(GRIP_MASS, float("inf"))
         self.gripper.position = scene.gripper
-        self.grip_shape = pymunk.Circle(self.gripper, GRIP_R)
+        # Local +x is "forward" (along the forearm), where the fingers reach.
+        self.grip_shape = pymunk.Circle(self.gripper, GRIP_R, offset=(GRIP_OFFSET, 0.0))
         self.grip_shape.friction = 0.8
         self.grip_shape.elasticity = 0.0
         self.space.add(self.gripper, self.grip_shape)
-        self._index = {id(s): i for i, s in enumerate(self.shapes)}
+        for shape in self.shapes:
+            shape.filter = pymunk.ShapeFilter(categories=CAT_OBJECT)
+        self.set_contact(True)
 
     def set_contact(self, enabled: bool) -> None:
-        """Lifted gripper: no collisions at all (it passes over the clutter)."""
-        mask = pymunk.ShapeFilter.ALL_MASKS() if enabled else 0
-        self.grip_shape.filter = pymunk.ShapeFilter(mask=mask)
+        """Lowered: the gripper hits objects (never walls; the workspace keeps it inside).
+        Lifted: no collisions at all, it passes over the clutter."""
+        self.grip_shape.filter = pymunk.ShapeFilter(categories=CAT_GRIPPER, mask=CAT_OBJECT if enabled else 0)
 
-    def step_frame(self, target: tuple[float, float]) -> np.ndarray:
-        """Move the gripper to ``target`` over one frame; return which objects touched something movable."""
-        start = self.gripper.position
-        vel = ((target[0] - start[0]) / DT_FRAME, (target[1] - start[1]) / DT_FRAME)
+    def step_frame(self, target: tuple[float, float]) -> tuple[tuple[float, float], np.ndarray]:
+        """Drive the gripper toward ``target`` over one frame (its heading follows the arm).
+
+        Returns the gripper's reached position and which objects touched the
+        gripper or another object during the frame.
+        """
         touched = np.zeros(len(self.bodies), bool)
+        self.gripper.angle = _heading(tuple(self.gripper.position))
         dt = DT_FRAME / SUBSTEPS
-        for _ in range(SUBSTEPS):
-            self.gripper.velocity = vel
+        for k in range(SUBSTEPS):
+            p = self.gripper.position
+            left = dt * (SUBSTEPS - k)
+            self.gripper.velocity = ((target[0] - p[0]) / left, (target[1] - p[1]) / left)
             self.space.step(dt)
             for i, body in enumerate(self.bodies):
                 def note(arb: pymunk.Arbiter, i: int = i) -> None:
@@ -324,10 +345,13 @@ class _World:
                     if not any(s in self.walls for s in arb.shapes):
                         touched[i] = True
                 body.each_arbiter(note)
-        # Kinematic integration accumulates rounding; pin the commanded position.
         self.gripper.velocity = (0.0, 0.0)
-        self.gripper.position = target
-        return touched
+        p = self.gripper.position
+        if math.dist(p, target) < 1e-6:
+            # Remove float round-off so a free move lands exactly on the command.
+            self.gripper.position = target
+            p = self.gripper.position
+        return (float(p[0]), float(p[1])), touched
 
 
 def _policy_rng(seed: int) -> np.random.Generator:
@@ -438,12 +462,13 @@ def simulate_states(seed: int, n_frames: int = N_FRAMES, actions: np.ndarray | N
         out_actions[t] = a
         if t + 1 == n_frames:
             break
-        # End effector follows the command exactly (clipped to the workspace).
+        # The end effector follows the command (clipped to the workspace)
+        # unless an object squeezed against a wall blocks it.
         x, y = px_to_metres(*g)
         u, v = metres_to_px(x + 0.5 * float(a[0]), y + 0.5 * float(a[1]))
         g = (float(np.clip(u, WORK[0], WORK[2])), float(np.clip(v, WORK[1], WORK[3])))
         world.set_contact(z < Z_CONTACT)
-        touched[t + 1] = world.step_frame(g)
+        g, touched[t + 1] = world.step_frame(g)
         z = float(np.clip(z + Z_STEP[_height_cmd(float(a[3]))], Z_DOWN, Z_UP))
         closure[t + 1] = _closure(float(a[2]))
 
@@ -484,8 +509,8 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) -
 
 
 @lru_cache(maxsize=1)
-def _background() -> tuple[Image.Image, Image.Image]:
-    """The fixed bin (light wood floor, grey walls, brown table edge) at SS x, and its shadowed twin."""
+def _background() -> Image.Image:
+    """The fixed bin (light wood floor, grey walls, brown table edge) at SS x (do not modify: cached)."""
     n = IMG * SS
     rng = np.random.default_rng(12345)  # fixed: the bin is the same in every sequence, as in BAIR
     vv, uu = np.mgrid[0:n, 0:n].astype(np.float64)
@@ -514,9 +539,7 @@ def _background() -> tuple[Image.Image, Image.Image]:
     draw.line([(u0, v0), (u1, v0), (u1, v1), (u0, v1), (u0, v0)], fill=(150, 140, 120), width=s // 2)
     for a, b in [((0, 0), (u0, v0)), ((m, 0), (u1, v0)), ((0, 59 * s), (u0, v1)), ((m, 59 * s), (u1, v1))]:
         draw.line([a, b], fill=(160, 166, 172), width=s // 2)
-    arr = np.asarray(img).astype(np.float64)
-    shade = Image.fromarray((arr * 0.62).astype(np.uint8), "RGB")
-    return img, shade
+    return img
 
 
 def _poly_world(spec: ObjectSpec, pos: Sequence[float], ang: float, scale: float = 1.0,
@@ -534,7 +557,7 @@ def _draw_object(draw: ImageDraw.ImageDraw, spec: ObjectSpec, pos: Sequence[floa
         draw.ellipse([(pos[0] - r) * s, (pos[1] - r) * s, (pos[0] + r) * s, (pos[1] + r) * s],
                      fill=spec.colour, outline=outline, width=2)
     else:
-        draw.polygon(_poly_world(spec, pos, ang), fill=spec.colour, outline=outline, width=2)
+        _outlined(draw, _poly_world(spec, pos, ang), spec.colour, outline)  # type: ignore[arg-type]
     # Off-centre accent dot: makes rotation visible.
     d = spec.radius * 0.45
     ax, ay = pos[0] + d * math.cos(ang), pos[1] + d * math.sin(ang)
@@ -557,8 +580,14 @@ def _thick_line(draw: ImageDraw.ImageDraw, a: Sequence[float], b: Sequence[float
 def _arm_points(g: Sequence[float]) -> tuple[tuple[float, float], tuple[float, float]]:
     """Shoulder and elbow for a gripper at g: the elbow slides above the top edge, so the
     forearm reaches in from the top of the image like the Sawyer's."""
-    elbow = (SHOULDER[0] + 0.55 * (g[0] - SHOULDER[0]) + 6.0, -4.0 + 0.12 * g[1])
+    elbow = (SHOULDER[0] + ELBOW_FOLLOW * (g[0] - SHOULDER[0]) + 6.0, -4.0 + 0.12 * g[1])
     return SHOULDER, elbow
+
+
+def _heading(g: Sequence[float]) -> float:
+    """Angle of the forearm (elbow -> gripper): the gripper's forward direction."""
+    _, elbow = _arm_points(g)
+    return math.atan2(g[1] - elbow[1], g[0] - elbow[0])
 
 
 def _gripper_parts(g: Sequence[float], z: float, closure: float):
@@ -582,46 +611,81 @@ def _gripper_parts(g: Sequence[float], z: float, closure: float):
     return palm, fingers, k
 
 
+def _inset(poly: list[tuple[float, float]], by: float) -> list[tuple[float, float]]:
+    """Shrink a convex polygon toward its vertex mean by ``by`` pixels (at SS)."""
+    cx = sum(x for x, _ in poly) / len(poly)
+    cy = sum(y for _, y in poly) / len(poly)
+    out = []
+    for x, y in poly:
+        d = math.hypot(x - cx, y - cy) or 1.0
+        k = max(0.0, 1.0 - by / d)
+        out.append((cx + (x - cx) * k, cy + (y - cy) * k))
+    return out
+
+
+def _outlined(draw: ImageDraw.ImageDraw, poly: list[tuple[float, float]], fill: tuple[int, int, int],
+              edge: tuple[int, int, int]) -> None:
+    # Two fills instead of PIL's wide outline, which allocates a mask per call.
+    draw.polygon(poly, fill=edge)
+    draw.polygon(_inset(poly, 2.0), fill=fill)
+
+
+def _table_layer(scene: Scene, pos: np.ndarray, ang: np.ndarray) -> Image.Image:
+    """The bin with the objects and their shadows at one set of poses (at SS)."""
+    s = SS
+    frame = _background().copy()
+    shade = ImageDraw.Draw(frame, "RGBA")  # alpha-blended fills: cheap soft shadows
+    o = (0.7, 0.9)
+    for spec, p, a in zip(scene.objects, pos, ang):
+        if spec.kind == "circle":
+            r = spec.radius
+            shade.ellipse([(p[0] + o[0] - r) * s, (p[1] + o[1] - r) * s, (p[0] + o[0] + r) * s,
+                           (p[1] + o[1] + r) * s], fill=(0, 0, 0, 60))
+        else:
+            shade.polygon(_poly_world(spec, p, a, off=o), fill=(0, 0, 0, 60))
+    draw = ImageDraw.Draw(frame)
+    for spec, p, a in zip(scene.objects, pos, ang):
+        _draw_object(draw, spec, p, a)
+    return frame
+
+
 def render_states(states: dict) -> np.ndarray:
     """Render the states from `simulate_states` to ``uint8 [T, 64, 64, 3]`` frames."""
-    bg, bg_shade = _background()
     scene: Scene = states["scene"]
     T = len(states["z"])
     frames = np.empty((T, IMG, IMG, 3), np.uint8)
     s = SS
+    layer: Image.Image | None = None
+    last_poses: np.ndarray | None = None
     for t in range(T):
         g = states["gripper"][t]
         z = float(states["z"][t])
         pos, ang = states["object_pos"][t], states["object_angle"][t]
-        # Shadows: one mask, composited once (cheaper than per-shape alpha).
-        mask = Image.new("L", bg.size, 0)
-        md = ImageDraw.Draw(mask)
-        for spec, p, a in zip(scene.objects, pos, ang):
-            o = (0.7, 0.9)
-            if spec.kind == "circle":
-                r = spec.radius
-                md.ellipse([(p[0] + o[0] - r) * s, (p[1] + o[1] - r) * s, (p[0] + o[0] + r) * s,
-                            (p[1] + o[1] + r) * s], fill=150)
-            else:
-                md.polygon(_poly_world(spec, p, a, off=o), fill=150)
+        poses = np.concatenate([pos.ravel(), ang.ravel()])
+        # Objects rest most of the time: reuse the table layer until they move.
+        if layer is None or last_poses is None or not np.array_equal(poses, last_poses):
+            layer = _table_layer(scene, pos, ang)
+            last_poses = poses
+        frame = layer.copy()
         lift = (z - Z_DOWN) / (Z_UP - Z_DOWN)
-        so = (1.5 + 3.0 * lift, 2.0 + 3.0 * lift)  # higher gripper, farther shadow
         shoulder, elbow = _arm_points(g)
-        _thick_line(md, elbow, g, 4.0, 110, off=(3.0, 4.0))
         palm, fingers, _ = _gripper_parts(g, z, float(states["closure"][t]))
-        md.polygon([((x + so[0]) * s, (y + so[1]) * s) for x, y in palm], fill=int(150 - 50 * lift))
-        frame = Image.composite(bg_shade, bg, mask)
+        shade = ImageDraw.Draw(frame, "RGBA")
+        # The arm is high above the table: long, faint shadow; the gripper's
+        # shadow drifts away and fades as it is lifted.
+        _thick_line(shade, elbow, g, ARM_W, (0, 0, 0, ARM_SHADOW), off=(3.0, 4.0))
+        so = (1.5 + 3.0 * lift, 2.0 + 3.0 * lift)
+        shade.polygon([((x + so[0]) * s, (y + so[1]) * s) for x, y in palm], fill=(0, 0, 0, int(60 - 20 * lift)))
         draw = ImageDraw.Draw(frame)
-        for spec, p, a in zip(scene.objects, pos, ang):
-            _draw_object(draw, spec, p, a)
-        # Arm: upper arm (mostly above the image) then forearm, dark like the Sawyer.
+        # Arm: upper arm (mostly above the image) then forearm, grey like the Sawyer's links.
         _thick_line(draw, shoulder, elbow, 6.0, ARM_RGB[0])
-        _thick_line(draw, elbow, g, 4.2, ARM_RGB[1])
-        _thick_line(draw, elbow, g, 1.2, ARM_RGB[2])  # highlight along the link
-        draw.polygon([(x * s, y * s) for x, y in palm], fill=(22, 22, 26), outline=(70, 70, 78), width=2)
+        _thick_line(draw, elbow, g, ARM_W, ARM_RGB[1])
+        _thick_line(draw, elbow, g, ARM_W * 0.3, ARM_RGB[2])  # highlight along the link
+        _outlined(draw, [(x * s, y * s) for x, y in palm], GRIP_RGB[0], GRIP_RGB[1])
         for f in fingers:
-            draw.polygon([(x * s, y * s) for x, y in f], fill=(150, 30, 30), outline=(60, 15, 15), width=2)
-        frames[t] = np.asarray(frame.resize((IMG, IMG), Image.BOX))
+            _outlined(draw, [(x * s, y * s) for x, y in f], GRIP_RGB[2], GRIP_RGB[3])
+        # Box-filter 4x reduction = anti-aliasing.
+        frames[t] = np.asarray(frame.reduce(SS))
     return frames
 
 
@@ -689,7 +753,7 @@ def _write_one(job: tuple[str, str, int, int]) -> tuple[str, float]:
     d.mkdir(parents=True, exist_ok=True)
     for t, f in enumerate(frames):
         # Fixed encoder settings and no metadata: byte-identical files.
-        Image.fromarray(f, "RGB").save(d / f"{t}.png", format="PNG", compress_level=6)
+        Image.fromarray(f, "RGB").save(d / f"{t}.png", format="PNG", compress_level=1)
     np.savetxt(d / "actions.csv", actions, delimiter=",")
     np.savetxt(d / "endeffector_positions.csv", ee, delimiter=",")
     return split, copy_last_psnr(frames[None])

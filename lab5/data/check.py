@@ -1,0 +1,94 @@
+"""Full validation of a lab-layout data root: every CSV parsed and every image decoded.
+
+``python -m lab5 data check ROOT`` prints, per split, the number of sequences and frames, or
+exits non-zero with the first problem (file + what is wrong). Run it once after a download or
+conversion; training then only needs the cheap checks ``BairDataset`` does on construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lab5.data.dataset import (
+    SPLITS,
+    DatasetError,
+    PathLike,
+    SequenceInfo,
+    _mismatch,
+    find_sequences,
+    read_sequence_info,
+)
+
+
+@dataclass
+class SplitReport:
+    split: str
+    sequences: int
+    frames: int  # frames on disk, all sequences together
+    seq_len: int
+    image_size: int
+    action_dim: int
+    position_dim: int
+
+    def line(self) -> str:
+        n = self.sequences
+        return (
+            f"{self.split}: {n} sequence{'s' if n != 1 else ''}, {self.frames} frames "
+            f"({self.seq_len} per sequence, {self.image_size}x{self.image_size} RGB, "
+            f"cond {self.action_dim}+{self.position_dim}={self.action_dim + self.position_dim})"
+        )
+
+
+@dataclass
+class CheckReport:
+    root: Path
+    splits: dict[str, SplitReport] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        return [r.line() for r in self.splits.values()] + [f"OK: {self.root}"]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def check_root(
+    root: PathLike, splits: list[str] | None = None, echo: bool = False, progress: bool = False
+) -> CheckReport:
+    """Validate every split present (at least one of train/validate/test must exist).
+
+    All sequences of all splits must agree on frame count, image size and CSV widths (a model
+    trained on one split is evaluated on another). Raises :class:`DatasetError` at the first
+    problem. ``echo`` prints each split's line as soon as it is checked.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"data root {root} does not exist")
+    if splits is None:
+        splits = [s for s in SPLITS if (root / s).is_dir()]
+        if not splits:
+            raise DatasetError(
+                f"{root}: no split folder under the data root (expected at least one of "
+                f"{', '.join(SPLITS)})"
+            )
+    report = CheckReport(root)
+    ref: tuple[Path, SequenceInfo, int] | None = None  # first sequence seen, its info and size
+    for split in splits:
+        sequences = find_sequences(root, split)
+        frames_total = 0
+        for seq in tqdm(sequences, desc=f"check {split}", unit="seq", disable=not progress):
+            frames, _, info = read_sequence_info(seq, image_size=ref[2] if ref else None)
+            if ref is None:
+                ref = (seq, info, frames.shape[1])
+            elif info != ref[1]:
+                raise DatasetError(_mismatch(seq, info, ref[0], ref[1]))
+            frames_total += info.n_frames
+        assert ref is not None
+        report.splits[split] = SplitReport(
+            split, len(sequences), frames_total, ref[1].n_frames, ref[2], ref[1].action_dim, ref[1].position_dim
+        )
+        if echo:
+            print(report.splits[split].line(), flush=True)
+    return report

@@ -1,0 +1,300 @@
+"""Convert the original BAIR release (TFRecords) to the lab layout, without TensorFlow.
+
+Input (``softmotion30_44k`` from ``bair_robot_pushing_dataset_v0.tar``; SRC may be that folder
+or its parent)::
+
+    SRC/train/traj_256_to_511.tfrecords …   169 files of 256 tf.train.Example (43,264)
+    SRC/test/traj_0_to_255.tfrecords          256 examples
+    SRC/val/…                                 optional
+
+Each example holds, per frame t = 0 … 29, ``{t}/image_aux1/encoded`` (raw uint8 64x64x3 bytes,
+not JPEG), ``{t}/image_main/encoded`` (another camera; not converted: the lab uses aux1),
+``{t}/action`` (4 floats) and ``{t}/endeffector_pos`` (3 floats).
+
+Output: ``DST/<split>/<tfrecords file name>/<k>/{0..T-1}.png, actions.csv,
+endeffector_positions.csv`` where k is the 0-based index of the record in its file and the
+CSVs are written with ``np.savetxt(..., delimiter=",")`` (``%.18e``: float32 values round-trip
+exactly).
+
+Validation split: ``SRC/val`` if it exists. Otherwise, as SAVP does (alexlee-gk/
+video_prediction, ``data/download_and_preprocess_dataset.sh`` moves ``train/traj_256_to_511``
+… ``traj_2304_to_2559``, the FIRST 9 train files, to ``val``), the first
+``ceil(val_fraction * n)`` train files in natural order go to ``validate`` (at most n - 1,
+none if ``val_fraction <= 0`` or n < 2). With the default 0.05 and BAIR's 169 train files this
+is exactly SAVP's 9 files (2,304 sequences).
+
+Restartable: each sequence is written into a hidden temporary folder and renamed when complete;
+``DST/.lab5_convert.json`` records the source, the split plan and the finished files, so a rerun
+of an interrupted conversion (no ``--force`` needed) skips finished files and sequences.
+Memory stays constant: records are streamed one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from lab5.data.dataset import DatasetError, PathLike, natural_key, write_sequence
+
+STATE_NAME = ".lab5_convert.json"
+STATE_FORMAT = "lab5-convert"
+_AUX_RE = re.compile(r"^([0-9]+)/image_aux1/encoded$")
+_SPLIT_DIRS = (("train", "train"), ("val", "validate"), ("test", "test"))
+
+
+def _tfrecords(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (p for p in folder.iterdir() if p.name.endswith(".tfrecords") and p.is_file()),
+        key=lambda p: natural_key(p.name),
+    )
+
+
+def _resolve_src(src: Path) -> Path:
+    if not src.is_dir():
+        raise DatasetError(f"{src}: BAIR source folder does not exist")
+    if not (src / "train").is_dir() and not (src / "test").is_dir():
+        if (src / "softmotion30_44k").is_dir():  # the folder the release tarball unpacks to
+            return src / "softmotion30_44k"
+        raise DatasetError(
+            f"{src}: no train/ or test/ folder of *.tfrecords (expected the BAIR release, "
+            f"softmotion30_44k/)"
+        )
+    return src
+
+
+def n_val_files(n_train: int, val_fraction: float) -> int:
+    """How many leading train files become ``validate`` when SRC has no ``val`` folder."""
+    if val_fraction <= 0 or n_train < 2:
+        return 0
+    # 1e-9 absorbs float fuzz (0.05 * 20 must give 1, not 2)
+    return min(n_train - 1, max(1, math.ceil(val_fraction * n_train - 1e-9)))
+
+
+def plan_splits(src: PathLike, val_fraction: float = 0.05) -> list[tuple[str, Path]]:
+    """``(lab split, tfrecords file)`` pairs in conversion order; see the module docstring."""
+    src = _resolve_src(Path(src))
+    train, val, test = (_tfrecords(src / d) for d, _ in _SPLIT_DIRS)
+    if not train and not test and not val:
+        raise DatasetError(f"{src}: no *.tfrecords files in train/, val/ or test/")
+    if not (src / "val").is_dir():
+        k = n_val_files(len(train), val_fraction)
+        val, train = train[:k], train[k:]
+    return [("train", p) for p in train] + [("validate", p) for p in val] + [("test", p) for p in test]
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _feature(feats: Any, key: str, kind: str, where: str) -> Any:
+    if key not in feats:  # test membership first: indexing a protobuf map inserts the key
+        raise DatasetError(f"{where}: missing key '{key}'")
+    f = feats[key]
+    got = f.WhichOneof("kind")
+    if got != kind:
+        raise DatasetError(f"{where}: key '{key}' holds {got}, expected {kind}")
+    return getattr(f, kind).value
+
+
+def decode_example(
+    record: bytes | memoryview, where: str, image_size: int = 64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One serialized BAIR example → frames uint8 [T, S, S, 3], actions and positions float32.
+
+    ``where`` ("<file>: record <k>") prefixes every error message.
+    """
+    from google.protobuf.message import DecodeError
+    from tfrecord import example_pb2
+
+    ex = example_pb2.Example()
+    try:
+        ex.ParseFromString(record)
+    except DecodeError as e:
+        raise DatasetError(f"{where}: not a tf.train.Example ({e})") from e
+    feats = ex.features.feature
+    ts = sorted(int(m.group(1)) for key in feats if (m := _AUX_RE.match(key)))
+    if not ts:
+        raise DatasetError(f"{where}: missing key '0/image_aux1/encoded' (no frames)")
+    n = ts[-1] + 1
+    missing = sorted(set(range(n)) - set(ts))
+    if missing:
+        raise DatasetError(f"{where}: missing key '{missing[0]}/image_aux1/encoded'")
+    nbytes = image_size * image_size * 3
+    frames = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
+    actions: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    for t in range(n):
+        key = f"{t}/image_aux1/encoded"
+        values = _feature(feats, key, "bytes_list", where)
+        if len(values) != 1:
+            raise DatasetError(f"{where}: key '{key}' holds {len(values)} byte strings, expected 1")
+        raw = values[0]
+        if len(raw) != nbytes:
+            hint = " (looks like JPEG/PNG; expected raw pixels)" if raw[:2] in (b"\xff\xd8", b"\x89P") else ""
+            raise DatasetError(
+                f"{where}: key '{key}' holds {len(raw)} bytes, expected {nbytes} "
+                f"(raw uint8 {image_size}x{image_size}x3){hint}"
+            )
+        frames[t] = np.frombuffer(raw, dtype=np.uint8).reshape(image_size, image_size, 3)
+        for name, out in (("action", actions), ("endeffector_pos", positions)):
+            key = f"{t}/{name}"
+            v = np.asarray(_feature(feats, key, "float_list", where), dtype=np.float32)
+            if v.size == 0 or (out and v.size != out[0].size):
+                raise DatasetError(
+                    f"{where}: key '{key}' holds {v.size} floats, expected "
+                    f"{out[0].size if out else 'at least 1'} (as at frame 0)"
+                )
+            if not np.isfinite(v).all():
+                raise DatasetError(f"{where}: key '{key}' holds a non-finite value")
+            out.append(v)
+    return frames, np.stack(actions), np.stack(positions)
+
+
+# --------------------------------------------------------------------------- state
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: unreadable conversion state ({e}); use force to start over") from e
+    return state if isinstance(state, dict) and state.get("format") == STATE_FORMAT else None
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
+def convert_bair(
+    src: PathLike,
+    dst: PathLike,
+    force: bool = False,
+    val_fraction: float = 0.05,
+    image_size: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Convert the BAIR TFRecords under ``src`` to the lab layout under ``dst``.
+
+    Refuses a non-empty ``dst`` unless it holds a conversion of the same ``src`` (which is
+    resumed: finished files and sequences are skipped) or ``force=True`` (writes into ``dst``
+    anyway and replaces sequence folders that already exist; other files are left alone).
+    Without ``src/val``, the first ``ceil(val_fraction * n)`` train files (natural order)
+    become ``validate``, as in SAVP (see the module docstring). Returns a summary: sequences
+    per split, written, skipped, seconds.
+    """
+    t0 = time.perf_counter()
+    src, dst = _resolve_src(Path(src)), Path(dst)
+    plan = plan_splits(src, val_fraction)
+    plan_json = [[split, p.relative_to(src).as_posix()] for split, p in plan]
+    state_path = dst / STATE_NAME
+    state = _read_state(state_path) if dst.is_dir() else None
+    src_id = str(src.resolve())
+
+    if dst.exists() and not dst.is_dir():
+        raise DatasetError(f"{dst}: destination exists and is not a folder")
+    if force or state is None or state.get("src") != src_id:
+        if dst.is_dir() and any(dst.iterdir()) and not force:
+            what = (
+                f"holds a conversion of {state.get('src')}" if state is not None else "is not empty"
+            )
+            raise DatasetError(
+                f"{dst}: destination {what}; pass force=True (CLI: --force) to write into it anyway"
+            )
+        state = {
+            "format": STATE_FORMAT,
+            "version": 1,
+            "src": src_id,
+            "plan": plan_json,
+            "replace_existing": bool(force),
+            "done": [],
+            "status": "in_progress",
+        }
+    elif state.get("plan") != plan_json:
+        raise DatasetError(
+            f"{state_path}: the conversion being resumed assigned files to splits differently "
+            f"(other val_fraction or source files changed); pass force=True to start over"
+        )
+    dst.mkdir(parents=True, exist_ok=True)
+    _write_state(state_path, state)
+
+    done = set(state["done"])
+    todo = [(split, p) for split, p in plan if p.relative_to(src).as_posix() not in done]
+    counts: dict[str, int] = {}
+    written = skipped = 0
+    with tqdm(
+        total=sum(p.stat().st_size for _, p in todo),
+        desc="convert-bair",
+        unit="B",
+        unit_scale=True,
+        disable=not progress,
+    ) as bar:
+        for split, path in todo:
+            w, s = _convert_file(path, dst / split / path.name, image_size, state["replace_existing"], bar)
+            written, skipped = written + w, skipped + s
+            state["done"].append(path.relative_to(src).as_posix())
+            _write_state(state_path, state)  # this file is never read again on resume
+    state["status"] = "complete"
+    _write_state(state_path, state)
+
+    for split, path in plan:
+        out = dst / split / path.name
+        if out.is_dir():
+            n = sum(1 for e in os.scandir(out) if e.is_dir() and not e.name.startswith("."))
+            counts[split] = counts.get(split, 0) + n
+    return {
+        "dst": str(dst),
+        "sequences": counts,
+        "files": {s: sum(1 for sp, _ in plan if sp == s) for s in counts},
+        "written": written,
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _convert_file(
+    path: Path, out_dir: Path, image_size: int, replace: bool, bar: tqdm
+) -> tuple[int, int]:
+    """Stream one TFRecord file into ``out_dir/<k>/``; returns (written, skipped)."""
+    from tfrecord.reader import tfrecord_iterator
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for e in os.scandir(out_dir):  # leftovers of an interrupted run (only one converter per DST)
+        if e.is_dir() and e.name.startswith((".tmp-", ".old-")):
+            shutil.rmtree(e.path)
+    written = skipped = 0
+    records = tfrecord_iterator(str(path))
+    k = 0
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            break
+        except (RuntimeError, OSError) as e:
+            raise DatasetError(f"{path}: record {k}: truncated or corrupt TFRecord file ({e})") from e
+        seq_dir = out_dir / str(k)
+        if seq_dir.is_dir() and not replace:
+            skipped += 1  # renamed into place only when complete, so it is finished
+        else:
+            # The iterator reuses its buffer: decode before asking for the next record.
+            frames, actions, positions = decode_example(record, f"{path}: record {k}", image_size)
+            write_sequence(seq_dir, frames, actions, positions, overwrite=True)
+            written += 1
+        bar.update(len(record) + 16)  # 16 = length, its CRC and the data CRC
+        k += 1
+    if k == 0:
+        raise DatasetError(f"{path}: no records (empty TFRecord file)")
+    return written, skipped
