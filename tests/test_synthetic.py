@@ -13,7 +13,8 @@ from PIL import Image
 
 from lab5.data import synthetic as S
 
-REAL_SEQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "bair_real" / "test" / "traj_0_to_255.tfrecords" / "175"
+# The one real BAIR sequence, kept beside the repository (see DESIGN.md: ../shared/data/).
+REAL_SEQ = Path(__file__).resolve().parents[2] / "shared/data/bair_real/test/traj_0_to_255.tfrecords/175"
 SMALL = dict(train=4, validate=2, test=8, seed=0)
 
 
@@ -195,8 +196,9 @@ def test_objects_move_only_when_pushed() -> None:
         step = np.linalg.norm(np.diff(pos, axis=0), axis=-1) + np.abs(np.diff(ang, axis=0))  # [T-1, N]
         # Sub-pixel settling out of a wall after a squeeze is allowed (0.02 px).
         for t, j in zip(*np.nonzero(step > 0.02)):
-            # Moving at frame t+1 needs a contact in that step or the one
-            # before (friction stops a released object within a frame).
+            # Moving at frame t+1 needs a push (gripper, another object, or a
+            # wall undoing an overlap) in that step or the one before:
+            # friction stops a released object within a frame.
             assert touched[t + 1, j] or touched[t, j], (i, t, j)
         moved_seqs += np.linalg.norm(pos[-1] - pos[0], axis=-1).max() > 1.0
         # Objects stay in the bin (walls are pymunk shapes; at most a sliver of overlap).

@@ -23,27 +23,32 @@ The simulation
 * **Objects**: 3-6 rigid bodies of varied shape (circles, boxes, convex
   polygons) and colour, each with an off-centre accent mark so that rotation
   is visible, like the textured clutter in BAIR.
-* **Robot**: the gripper is a kinematic body that follows the commanded
-  end-effector path exactly. It touches objects only while lowered; when
+* **Robot**: the gripper is a dynamic disc about as heavy as an object whose
+  velocity is set every substep to reach the commanded end-effector position
+  by the end of the frame: in free space it lands exactly there; a push slows
+  it a little (it catches up next frame); an object squeezed against a wall
+  stops it, as it would a real arm. It touches objects only while lowered; when
   lifted (column 3 of the actions) it passes over them and is drawn bigger
-  (closer to the camera) with a larger shadow. A dark two-segment arm reaches
-  in from the top edge of the image, like the Sawyer seen from above.
+  (closer to the camera) with a larger shadow. It is drawn dark (palm) with
+  red fingers; a grey two-segment arm reaches in from the top edge of the
+  image, like the Sawyer seen from above.
 * **Actions** (``[T, 4]``, float32), held for two frames as in BAIR:
   columns 0-1 are the commanded end-effector displacement in metres per held
-  pair (BAIR-like scale, within about +-0.075); the end effector moves half of
-  it each frame: ``pos[t+1] = clip(pos[t] + 0.5 * action[t, :2])``.
+  pair (BAIR-like scale, within +-0.075); the end effector moves half of it
+  each frame: ``pos[t+1] = clip(pos[t] + 0.5 * action[t, :2])`` (clipped to
+  the workspace; short by a fraction of a pixel while pushing).
   Column 2 in {0, 1, 4} is the gripper closure (open, half, closed: the two
   fingers are drawn closer together). Column 3 in {0, 1, 2} is the height
   command (down, hold, up): z moves by -0.025 / 0 / +0.03 m per frame within
   [0.20, 0.31].
 * **End-effector positions** (``[T, 3]``, float32) are a linear map of the
-  gripper's image position to BAIR-like metres: x (away from the robot, i.e.
-  down the image) in about [0.40, 0.75], y (to the right) in about
-  [-0.22, 0.22], z the height.
+  gripper's image position to BAIR-like metres (0.0125 m per pixel): x
+  (away from the robot, i.e. down the image) in [0.40, 0.825], y (to the
+  right) in [-0.275, 0.275], z the height in [0.20, 0.31].
 * **Policy** (used when no actions are given): a smooth-ish random controller
-  that mostly picks a clutter object and drives through it (so most sequences
-  contain pushes), sometimes a random point; occasionally lifts the gripper
-  or closes it.
+  that mostly picks a clutter object and drives through it (so about 9 in 10
+  sequences contain a push), sometimes a random point, with BAIR-like jitter
+  on top; occasionally lifts the gripper or closes it.
 * **Rendering**: PIL at 4x supersampling onto a fixed procedural wood-grain
   bin (light floor, grey walls, brown table edge), then a box-filter
   downsample to 64x64, which anti-aliases all edges. Everything is a pure
@@ -51,8 +56,10 @@ The simulation
   files, also when sequences are generated in parallel processes (each
   sequence's seed is derived from ``(seed, split, index)``).
 
-The defaults are calibrated so that the copy-last-frame baseline PSNR on the
-test split (frames 2-11 against frame 1) is about 24 dB, like real BAIR.
+The look (gripper size and contrast, arm colour, motion per pixel) is
+calibrated so that the copy-last-frame baseline PSNR (frames 2-11 against
+frame 1) is about 23.6 dB on the default test split; the one real BAIR
+sequence at hand gives 24.0 dB.
 """
 
 from __future__ import annotations
@@ -60,8 +67,11 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import multiprocessing.pool
 import os
+import sys
 import time
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -82,6 +92,9 @@ __all__ = [
     "sequence_seed",
     "copy_last_psnr",
     "make_synthetic",
+    "px_to_metres",
+    "metres_to_px",
+    "traj_dir",
 ]
 
 # ----------------------------------------------------------------------------
@@ -120,6 +133,7 @@ GRIP_R = 4.0  # physics radius of the gripper (px), about the drawn palm + finge
 GRIP_OFFSET = 1.0  # the fingers reach forward of the palm centre, so the disc sits forward too
 GRIP_MASS = 100.0  # about an object's mass: pushes clutter, yet a wall-squeezed object stops it
 CAT_OBJECT, CAT_GRIPPER = 0b01, 0b10  # collision categories
+WALL_SLOP = 0.15  # px of wall overlap that counts as the wall pushing (pymunk's slop is 0.1)
 GRIP_SCALE = 0.95  # drawn size of the gripper
 GRIP_RGB = ((58, 58, 64), (30, 30, 34), (170, 45, 45), (90, 25, 25))  # palm, its edge, fingers, their edge
 DT_FRAME = 0.1  # simulated seconds per video frame
@@ -218,11 +232,11 @@ def make_scene(seed: int) -> Scene:
                 positions.append(p)
                 break
     angles = tuple(float(a) for a in rng.uniform(0, 2 * np.pi, len(objects)))
-    # Start the gripper in free space, preferably in the half near the robot
-    # (as in BAIR, where it starts anywhere but rarely on top of an object).
+    # Start the gripper anywhere in its workspace but clear of the objects, so
+    # that nothing is shoved by an initial overlap.
     g = (float(rng.uniform(WORK[0], WORK[2])), float(rng.uniform(WORK[1], WORK[3])))
     for _attempt in range(200):
-        if all(math.dist(g, q) > GRIP_R + o.radius + 1.5 for q, o in zip(positions, objects)):
+        if all(math.dist(g, q) > GRIP_R + GRIP_OFFSET + o.radius + 1.0 for q, o in zip(positions, objects)):
             break
         g = (float(rng.uniform(WORK[0], WORK[2])), float(rng.uniform(WORK[1], WORK[3])))
     z0 = Z_DOWN if rng.random() < 0.8 else Z_UP
@@ -303,12 +317,13 @@ class _World:
             self.bodies.append(body)
             self.shapes.append(shape)
 
-        # The gripper is a heavy dynamic body whose velocity is set every
-        # substep to reach the commanded position by the end of the frame. In
-        # free space it lands exactly there; pushing clutter barely slows it;
-        # but when it squeezes an object against a wall the contact stops it,
-        # like a real arm, instead of forcing the object through the wall
-        # (which an infinite-mass kinematic body would do).
+        # The gripper is a dynamic body (about an object's mass, no rotation)
+        # whose velocity is set every substep to reach the commanded position
+        # by the end of the frame. In free space it lands exactly there;
+        # pushing clutter slows it slightly; when it squeezes an object
+        # against a wall the contact stops it, like a real arm, instead of
+        # forcing the object through the wall (which an infinite-mass
+        # kinematic body does).
         self.gripper = pymunk.Body(GRIP_MASS, float("inf"))
         self.gripper.position = scene.gripper
         # Local +x is "forward" (along the forearm), where the fingers reach.
@@ -328,8 +343,9 @@ class _World:
     def step_frame(self, target: tuple[float, float]) -> tuple[tuple[float, float], np.ndarray]:
         """Drive the gripper toward ``target`` over one frame (its heading follows the arm).
 
-        Returns the gripper's reached position and which objects touched the
-        gripper or another object during the frame.
+        Returns the gripper's reached position and which objects were pushed
+        during the frame (by the gripper, another object, or a wall undoing an
+        overlap).
         """
         touched = np.zeros(len(self.bodies), bool)
         self.gripper.angle = _heading(tuple(self.gripper.position))
@@ -341,8 +357,10 @@ class _World:
             self.space.step(dt)
             for i, body in enumerate(self.bodies):
                 def note(arb: pymunk.Arbiter, i: int = i) -> None:
-                    # Walls do not count: resting against a wall is not a push.
-                    if not any(s in self.walls for s in arb.shapes):
+                    # Resting against a wall is not a push; a wall pushing an
+                    # object back out after a squeeze (real overlap) is.
+                    if not any(s in self.walls for s in arb.shapes) or min(
+                            (c.distance for c in arb.contact_point_set.points), default=0.0) < -WALL_SLOP:
                         touched[i] = True
                 body.each_arbiter(note)
         self.gripper.velocity = (0.0, 0.0)
@@ -422,8 +440,9 @@ def simulate_states(seed: int, n_frames: int = N_FRAMES, actions: np.ndarray | N
         ``endeffector`` [T,3] float32, ``gripper`` [T,2] (u, v px),
         ``z`` [T], ``closure`` [T] (drawn finger closure),
         ``object_pos`` [T,N,2], ``object_angle`` [T,N] and ``touched`` [T,N]
-        (object was in contact with the gripper or another object during the
-        step that led to frame t; always False at t = 0).
+        (during the step that led to frame t the object touched the gripper
+        or another object, or a wall pushed it back out of an overlap; always
+        False at t = 0).
     """
     scene = make_scene(seed)
     world = _World(scene)
@@ -759,6 +778,22 @@ def _write_one(job: tuple[str, str, int, int]) -> tuple[str, float]:
     return split, copy_last_psnr(frames[None])
 
 
+def _pool(n: int) -> "multiprocessing.pool.Pool":
+    """A process pool for the writers.
+
+    On Linux, fork: workers start at once and, unlike spawn, never re-import
+    the caller's ``__main__`` (which breaks for ``python - <<EOF`` and for
+    scripts without an ``if __name__ == "__main__"`` guard). The workers only
+    run numpy/PIL/pymunk code, so a parent holding threads (a notebook with
+    torch) is harmless; Python >= 3.12's warning about that is silenced.
+    Elsewhere (macOS, Windows) fork is unsafe or missing: spawn.
+    """
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        return multiprocessing.get_context(method).Pool(n)
+
+
 def _manifest_params(train: int, validate: int, test: int, seed: int) -> dict:
     return {"generator": "lab5.data.synthetic", "format_version": FORMAT_VERSION, "seed": seed,
             "train": train, "validate": validate, "test": test, "n_frames": N_FRAMES,
@@ -824,9 +859,7 @@ def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: i
                 psnr[split].append(p)
                 bar.update()
         else:
-            # spawn, not fork: safe when the caller (a notebook) holds torch/threads.
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(n_workers) as pool:
+            with _pool(n_workers) as pool:
                 for split, p in pool.imap_unordered(_write_one, jobs, chunksize=8):
                     psnr[split].append(p)
                     bar.update()
