@@ -47,7 +47,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"{path}: cannot read checkpoint (truncated, corrupt or not a lab5 "
-                              f"checkpoint): {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+                              f"checkpoint): {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from exc
     missing = [k for k in ("format", "model", "config", "cond_dim") if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a lab5 checkpoint (missing {', '.join(missing)})")
@@ -89,3 +89,24 @@ def load_model(run_dir_or_file: str | Path, device: str | torch.device = "cpu",
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the model: {str(exc).splitlines()[0]}") from exc
     return model.to(device).eval(), cfg, state
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """A small, shippable copy of a run: ``best.pt`` without the optimizer state, config, history.
+
+    The optimizer's Adam moments double a checkpoint's size and only matter for resuming,
+    which a shipped model is not meant for; everything needed to evaluate it is kept.
+    """
+    import shutil
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    src = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+    state = load_checkpoint(src)
+    state["optimizer"] = None
+    state["rng"] = None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(state, out_dir / "best.pt")
+    checkpoint_config(state, src).to_json(out_dir / "config.json")
+    if (run_dir / "history.jsonl").is_file():
+        shutil.copy2(run_dir / "history.jsonl", out_dir / "history.jsonl")
+    return out_dir / "best.pt"

@@ -27,8 +27,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         from lab5.config import Config
+        from lab5.solver import RunDirError
 
         run_dir = Path(args.resume)
+        if not (run_dir / "last.pt").is_file():
+            raise RunDirError(f"{run_dir}: nothing to resume (no last.pt); start it again with --force")
         cfg = Config.from_json(run_dir / "config.json").override(args.set) if args.set else None
         data = args.data or _saved_data_root(run_dir)
         solver = Solver(cfg, data, run_dir, resume=True, progress=not args.no_progress)
@@ -82,6 +85,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from lab5.checkpoint import export_run
+
+    path = export_run(args.run_dir, args.out)
+    size = sum(f.stat().st_size for f in Path(args.out).iterdir()) / 2**20
+    print(f"wrote {path} ({size:.1f} MiB in {args.out})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab5", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a run already in --run-dir")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="a small shippable copy of a run (best.pt without optimizer)")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
 
     for name, func, helptext in (("evaluate", cmd_evaluate, "lab-protocol PSNR/SSIM table"),
                                  ("generate", cmd_generate, "GIF: ground truth beside predictions")):
@@ -117,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, help="output .gif")
             p.add_argument("--sequences", type=int, default=4)
         p.set_defaults(func=func)
+
+    from lab5 import workbook
+
+    workbook.register(sub)  # workbook (notebooks 01-05 with papermill), sweep (04 + 05 over a grid)
     return parser
 
 
@@ -126,8 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except _user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return 1
+
+
+def _message(exc: BaseException) -> str:
+    """The error's own message; a DataLoader worker re-raises it wrapped in its traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        head, _, tail = text.rstrip().splitlines()[-1].partition(": ")
+        if head.endswith(type(exc).__name__):
+            return tail
+    return text
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The Solver: train, validate, checkpoint and resume a CVAE run.
 
-A run directory holds ``config.json``, ``last.pt``, ``best.pt`` and ``history.jsonl``
-(one JSON object per epoch: loss, mse, kl, beta, tf_ratio, tf_used, val_psnr).
+A run directory holds ``config.json``, ``data_root.txt``, ``last.pt``, ``best.pt`` and
+``history.jsonl`` (one JSON object per epoch: loss, mse, kl, beta, tf_ratio, tf_used,
+val_psnr; then event rows such as ``{"event": "nonfinite", ...}`` when training stopped).
 
 Reproducibility and resume: the batch order of an epoch is a pure function of
 (seed, epoch), the schedules are pure functions of the epoch, and the checkpoint holds
@@ -162,6 +163,8 @@ class Solver:
         self.tf_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.epoch, self.iteration, self.best = 0, 0, -math.inf
         self.history: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # non-epoch rows of history.jsonl
+        self.saved_at: dict[str, int] | None = None  # epoch and iteration of last.pt
         self.acc = _zero_acc()
         if resume:
             self._load_state(load_checkpoint(self.run_dir / "last.pt", map_location=self.device))
@@ -177,7 +180,11 @@ class Solver:
         path = self.run_dir / "last.pt"
         if not path.is_file():
             raise RunDirError(f"{self.run_dir}: nothing to resume (no last.pt)")
-        saved = checkpoint_config(load_checkpoint(path), path)
+        state = load_checkpoint(path)
+        saved = checkpoint_config(state, path)
+        # A last.pt copied in from another run must not silently replace this run's model.
+        if (self.run_dir / "config.json").is_file():
+            check_compatible(state, Config.from_json(self.run_dir / "config.json"), state["cond_dim"], path)
         return saved if cfg is None else saved.replace(**_resume_overrides(saved, cfg))
 
     def _prepare_run_dir(self, resume: bool, force: bool) -> None:
@@ -195,9 +202,9 @@ class Solver:
                                   "use --resume to continue it or --force to replace it")
             for name in existing:
                 (self.run_dir / name).unlink()
-        if not resume:
-            self.cfg.to_json(self.run_dir / "config.json")
-            (self.run_dir / "data_root.txt").write_text(str(self.data_root.resolve()) + "\n")
+        # Rewritten on resume too, so config.json follows what a resume may change (epochs, lr...).
+        _write_atomic(self.run_dir / "config.json", self.cfg.to_json() + "\n")
+        _write_atomic(self.run_dir / "data_root.txt", str(self.data_root.resolve()) + "\n")
 
     # --- checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -224,9 +231,15 @@ class Solver:
         check_compatible(state, self.cfg, self.train_set.cond_dim, path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # lr may be lowered on resume (non-finite loss)
+            group["lr"] = self.cfg.lr
         self.epoch, self.iteration = state["epoch"], state["iteration"]
+        self.saved_at = {"epoch": self.epoch, "iteration": self.iteration}
         self.history, self.best = list(state["history"]), state["best"]
         self.acc = dict(state["accumulators"])
+        # Events (non-finite stops) come after the last checkpoint; keep them in history.jsonl.
+        if (self.run_dir / "history.jsonl").is_file():
+            self.events = [row for row in read_history(self.run_dir) if "event" in row]
         torch.set_rng_state(state["rng"]["torch"].cpu())
         self.tf_generator.set_state(state["rng"]["tf"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
@@ -236,9 +249,13 @@ class Solver:
         if not self.dist.main:
             return
         save_checkpoint(self.state_dict(), self.run_dir / name)
-        tmp = self.run_dir / "history.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in self.history))
-        os.replace(tmp, self.run_dir / "history.jsonl")
+        if name == "last.pt":  # history.jsonl follows last.pt (best.pt is written just before it)
+            self.saved_at = {"epoch": self.epoch, "iteration": self.iteration}
+            self._write_history()
+
+    def _write_history(self) -> None:
+        _write_atomic(self.run_dir / "history.jsonl",
+                      "".join(json.dumps(row) + "\n" for row in self.history + self.events))
 
     # --- training -----------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
@@ -255,8 +272,11 @@ class Solver:
         batches = epoch_batches(len(self.train_set), cfg.batch_size * self.dist.world,
                                 cfg.iters_per_epoch, cfg.seed, self.epoch)
         mine = [b[self.dist.rank::self.dist.world] for b in batches[self.iteration:]]
+        # The loader gets a generator of its own: by default creating its iterator draws a
+        # seed from torch's global RNG, which a resume mid-epoch would draw a second time.
         loader = DataLoader(self.train_set, batch_sampler=mine, num_workers=cfg.num_workers,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch))
         bar = tqdm(loader, total=len(batches), initial=self.iteration, disable=not (self.progress and self.dist.main),
                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False)
         for x, c in bar:
@@ -309,7 +329,8 @@ class Solver:
         # A generator of its own, so validation does not perturb the training RNG stream.
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * (self.epoch + 1))
         total, count = 0.0, 0
-        for x, c in DataLoader(subset, batch_size=min(64, max(2, cfg.batch_size))):
+        for x, c in DataLoader(subset, batch_size=min(64, max(2, cfg.batch_size)),
+                               generator=torch.Generator().manual_seed(cfg.seed)):
             x, c = x.to(self.device), c.to(self.device)
             pred = generate(self.model, x, c, cfg.n_past, cfg.n_future, gen)
             total += float(psnr_per_frame(pred, x[:, cfg.n_past:cfg.n_frames]).mean(1).sum())
@@ -320,23 +341,43 @@ class Solver:
     def _check_finite(self, value: torch.Tensor, what: str) -> None:
         if torch.isfinite(value).all():
             return
-        event = {"event": "nonfinite", "what": what, "epoch": self.epoch + 1, "iteration": self.iteration + 1}
+        event = {"event": "nonfinite", "what": what, "epoch": self.epoch + 1, "iteration": self.iteration + 1,
+                 "last_checkpoint": self.saved_at}
+        self.events.append(event)
         if self.dist.main:
-            with open(self.run_dir / "history.jsonl", "a") as fh:
-                fh.write(json.dumps(event) + "\n")
-        raise TrainingError(f"non-finite {what} at epoch {self.epoch + 1}, iteration {self.iteration + 1}; "
-                            f"training stopped, the last good checkpoint is {self.run_dir / 'last.pt'} "
-                            "(lower lr or set grad_clip)")
+            self._write_history()
+        where = f"non-finite {what} at epoch {self.epoch + 1}, iteration {self.iteration + 1}; training stopped"
+        if self.saved_at is None:
+            raise TrainingError(f"{where} before any checkpoint was written; lower lr or set grad_clip "
+                                "and start again with --force")
+        raise TrainingError(f"{where}, the last good checkpoint is {self.run_dir / 'last.pt'} (saved after "
+                            f"{self.saved_at['epoch']} epoch(s) + {self.saved_at['iteration']} iteration(s)); "
+                            f"lower lr or set grad_clip, then `python -m lab5 train --resume {self.run_dir} "
+                            "--set lr=... grad_clip=...` (or start again)")
 
 
 def _zero_acc() -> dict[str, float]:
     return {"loss": 0.0, "mse": 0.0, "kl": 0.0, "tf": 0.0, "n": 0}
 
 
+RESUMABLE = ("epochs", "num_workers", "device", "threads", "checkpoint_every", "compile", "lr", "grad_clip")
+
+
 def _resume_overrides(saved: Config, cfg: Config) -> dict[str, Any]:
-    """On resume only run-length and runtime fields may change; the rest comes from the run."""
-    allowed = ("epochs", "num_workers", "device", "threads", "checkpoint_every", "compile")
-    return {k: getattr(cfg, k) for k in allowed if getattr(cfg, k) != getattr(saved, k)}
+    """On resume only run-length, runtime and step-size fields may change; the rest is the run's."""
+    changed = {f: getattr(cfg, f) for f in saved.to_dict() if getattr(cfg, f) != getattr(saved, f)}
+    fixed = [f"{k} ({getattr(saved, k)!r} -> {v!r})" for k, v in changed.items() if k not in RESUMABLE]
+    if fixed:
+        raise ConfigError(f"config field(s) {', '.join(fixed)} cannot change on resume; "
+                          f"only {', '.join(RESUMABLE)} can (start a new run for the others)")
+    return changed
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a small text file so that a kill leaves the old or the new content, never a torn one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:

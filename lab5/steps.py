@@ -29,6 +29,7 @@ import torch
 from lab5.config import Config
 from lab5.losses import frame_mse, kl_gaussian
 from lab5.models.cvae import CVAE
+from lab5.models.encoders import per_frame_batchnorm
 
 
 @dataclass
@@ -73,58 +74,78 @@ def reference_step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
     return StepResult(mse + beta * kld, mse, kld)
 
 
-def exact_step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
-               teacher_forcing: bool, n_past: int) -> StepResult:
-    """The reference's maths, encoding each ground-truth frame once and reusing it."""
+def _sample_major(x: torch.Tensor) -> torch.Tensor:
+    """Time-major ``[T,B,...]`` -> ``[B*T,...]`` with row b*T + t (a view when x came batch-major)."""
+    return x.transpose(0, 1).reshape(-1, *x.shape[2:])
+
+
+def _skip_sources(model: CVAE, T: int, n_past: int) -> list[int]:
+    """For each predicted frame i = 1..T−1, the input frame whose skips its decoder uses."""
+    return [i - 1 if _uses_skip_of(model, i, n_past) else n_past - 1 for i in range(1, T)]
+
+
+def _batched_step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
+                  teacher_forcing: bool, n_past: int, per_frame_bn: bool) -> StepResult:
+    """Encoder once over all B·T ground-truth frames; under teacher forcing the decoder once
+    over all B·(T−1) predictions, otherwise per frame with the predictions fed back.
+
+    Frames are laid out sample-major (row b·T + t), which lets ``per_frame_batchnorm``
+    normalise each frame batch separately as the per-frame loop does (``per_frame_bn``).
+    The LSTMs stay sequential over t, drawing the posterior (and learned prior) noise in
+    the reference's order.
+    """
     T, B = x.shape[:2]
+    bn_frames = T if per_frame_bn else 1
+    with per_frame_batchnorm(model.encoder, bn_frames):
+        h_all, skips_all = model.encoder(_sample_major(x))
+    h_all = h_all.view(B, T, -1)
+    skips_all = [s.view(B, T, *s.shape[1:]) for s in skips_all]
     hidden = model.init_hidden(B, x.device)
-    encoded: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
-
-    def encode_truth(j: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if j not in encoded:
-            encoded[j] = model.encoder(x[j])
-        return encoded[j]
-
     mse = kld = x.new_zeros((), dtype=torch.float32)
-    x_pred, skip = x[0], None
+    codes, x_pred, skip = [], x[0], None
     for i in range(1, T):
         if teacher_forcing or i - 1 < n_past:
-            h, frame_skip = encode_truth(i - 1)
-        else:
+            h, frame_skip = h_all[:, i - 1], [s[:, i - 1] for s in skips_all]
+        else:  # the previous prediction, fed back: its own (per-frame) encoder call
             h, frame_skip = model.encoder(x_pred)
         if _uses_skip_of(model, i, n_past):
             skip = frame_skip
-        z, mu, logvar = model.posterior(encode_truth(i)[0], hidden)
+        z, mu, logvar = model.posterior(h_all[:, i], hidden)
         _, mu_p, logvar_p = model.prior(h, hidden) if model.prior_net is not None else (None, None, None)
-        x_pred = model.predict(h, z, c[i - 1], skip, hidden)
-        mse = mse + frame_mse(x_pred, x[i])
         kld = kld + _kl(model, mu, logvar, mu_p, logvar_p)
+        if teacher_forcing:  # decoded below, all frames at once
+            codes.append(model.predict_code(h, z, c[i - 1], hidden))
+        else:
+            x_pred = model.predict(h, z, c[i - 1], skip, hidden)
+            mse = mse + frame_mse(x_pred, x[i])
+    if teacher_forcing:
+        src = torch.tensor(_skip_sources(model, T, n_past), device=x.device)
+        skips = [s[:, src].flatten(0, 1) for s in skips_all]
+        with per_frame_batchnorm(model.decoder, T - 1 if per_frame_bn else 1):
+            x_hat = model.decoder(torch.stack(codes, 1).flatten(0, 1), skips)
+        # Σ_t of per-frame means = (T−1) × the mean over all predicted frames.
+        mse = frame_mse(x_hat.view(B, T - 1, *x.shape[2:]), x.transpose(0, 1)[:, 1:]) * (T - 1)
     return StepResult(mse + beta * kld, mse, kld)
+
+
+def exact_step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
+               teacher_forcing: bool, n_past: int) -> StepResult:
+    """The reference's maths, each ground-truth frame encoded once, batched over time.
+
+    BatchNorm keeps per-frame statistics (``per_frame_batchnorm``), so loss and gradients
+    equal the reference's up to float rounding; only BatchNorm running statistics differ
+    (one update with frame-averaged statistics instead of one per encoder call).
+    """
+    return _batched_step(model, x, c, beta, teacher_forcing, n_past, per_frame_bn=True)
 
 
 def fast_step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
               teacher_forcing: bool, n_past: int) -> StepResult:
-    """Encoder and decoder batched over time under teacher forcing; exact_step otherwise."""
-    if not teacher_forcing:
-        return exact_step(model, x, c, beta, teacher_forcing, n_past)
-    T, B = x.shape[:2]
-    h_all, skips_all = model.encoder(x.flatten(0, 1))
-    h_all = h_all.view(T, B, -1)
-    hidden = model.init_hidden(B, x.device)
-    codes, kld = [], x.new_zeros((), dtype=torch.float32)
-    for i in range(1, T):
-        z, mu, logvar = model.posterior(h_all[i], hidden)
-        _, mu_p, logvar_p = model.prior(h_all[i - 1], hidden) if model.prior_net is not None else (None, None, None)
-        codes.append(model.predict_code(h_all[i - 1], z, c[i - 1], hidden))
-        kld = kld + _kl(model, mu, logvar, mu_p, logvar_p)
-    # Frame whose skips feed the prediction of frame i (the last conditioning frame, or i-1).
-    src = torch.tensor([i - 1 if _uses_skip_of(model, i, n_past) else n_past - 1 for i in range(1, T)],
-                       device=x.device)
-    skips = [s.view(T, B, *s.shape[1:])[src].flatten(0, 1) for s in skips_all]
-    x_hat = model.decoder(torch.cat(codes, 0), skips).view(T - 1, B, *x.shape[2:])
-    # Σ_t of per-frame means equals (T−1) × the mean over all predicted frames.
-    mse = frame_mse(x_hat, x[1:]) * (T - 1)
-    return StepResult(mse + beta * kld, mse, kld)
+    """Like ``exact_step`` but BatchNorm normalises over all frames at once (different maths).
+
+    Without teacher forcing it is ``exact_step``: predictions are fed back frame by frame.
+    """
+    return _batched_step(model, x, c, beta, teacher_forcing, n_past, per_frame_bn=not teacher_forcing)
 
 
 STEPS = {"reference": reference_step, "exact": exact_step, "fast": fast_step}
@@ -140,9 +161,9 @@ def autocast_context(cfg: Config, device: torch.device) -> contextlib.AbstractCo
 def train_forward(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
                   teacher_forcing: bool, cfg: Config) -> StepResult:
     """Batch-major inputs ``x [B,T,3,H,W]``, ``c [B,T,C]`` through the path ``cfg.step`` selects."""
+    if cfg.channels_last:  # each frame NHWC; rows stay batch-major so _sample_major is a view
+        B, T = x.shape[:2]
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(B, T, *x.shape[2:])
     x, c = x.transpose(0, 1), c.transpose(0, 1)
-    if cfg.channels_last:
-        T, B = x.shape[:2]
-        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(T, B, *x.shape[2:])
     with autocast_context(cfg, x.device):
         return STEPS[cfg.step](model, x, c, beta, teacher_forcing, cfg.n_past)

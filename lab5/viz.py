@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -56,3 +56,223 @@ def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cf
     out.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
     return out
+
+
+# --- figures for the notebooks ----------------------------------------------------------------
+# Every helper builds a ``matplotlib.figure.Figure`` directly (not through pyplot), so
+# nothing is shown twice in a notebook and nothing stays open in a script: the cell that
+# returns the figure displays it, and ``lab5.workbook.save_figure`` writes it.
+
+def _figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3.2), **kw):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def _frames_uint8(frames) -> np.ndarray:
+    """``[..., 3, H, W]`` float tensors or ``[..., H, W, 3]`` uint8 arrays -> uint8 ``[..., H, W, 3]``."""
+    if isinstance(frames, torch.Tensor):
+        return to_uint8(frames)
+    arr = np.asarray(frames)
+    return arr if arr.dtype == np.uint8 else to_uint8(torch.as_tensor(arr))
+
+
+def plot_history(history: list[dict], title: str = "") -> "Figure":
+    """The report's Figs. 3.2/3.3 for one run: loss and MSE; KL with β; validation PSNR with
+    the teacher-forcing ratio — one panel each, against the epoch."""
+    rows = [r for r in history if "epoch" in r]
+    ep = [r["epoch"] for r in rows]
+    fig, axes = _figure(3, size=(4.2, 3.0))
+    ax = axes[0, 0]
+    ax.plot(ep, [r["loss"] for r in rows], "o-", label="loss (MSE + β·KL)")
+    ax.plot(ep, [r["mse"] for r in rows], "s--", label="MSE (sum over frames)")
+    ax.set(xlabel="epoch", ylabel="per batch", title="training loss")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    ax.plot(ep, [r["kl"] for r in rows], "o-", color="C2", label="KL")
+    ax.set(xlabel="epoch", ylabel="KL (sum over frames)", title="KL and β")
+    twin = ax.twinx()
+    twin.plot(ep, [r["beta"] for r in rows], "--", color="C3", label="β")
+    twin.set_ylabel("β", color="C3")
+    twin.grid(False)
+    ax = axes[0, 2]
+    val = [(r["epoch"], r["val_psnr"]) for r in rows if r.get("val_psnr") is not None]
+    if val:
+        ax.plot(*zip(*val), "o-", color="C4", label="validation PSNR")
+    ax.set(xlabel="epoch", ylabel="PSNR (dB)", title="validation PSNR and teacher forcing")
+    twin = ax.twinx()
+    twin.plot(ep, [r["tf_ratio"] for r in rows], "--", color="C5", label="tf ratio")
+    twin.plot(ep, [r.get("tf_used", np.nan) for r in rows], ":", color="C6", label="tf used")
+    twin.set(ylim=(-0.05, 1.05))
+    twin.set_ylabel("teacher forcing", color="C5")
+    twin.grid(False)
+    twin.legend(fontsize=8, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_schedules(panels: dict[str, dict[str, "Callable[[int], float]"]], epochs: int | dict[str, int]) -> "Figure":
+    """One panel per schedule family: ``{"KL annealing β": {"monotonic": KLAnnealing(...), ...}}``.
+
+    Each schedule is a callable of the epoch (lab5's ``KLAnnealing``, ``TeacherForcing``),
+    drawn as steps over ``epochs`` (one int, or one per panel title).
+    """
+    fig, axes = _figure(len(panels), size=(5.0, 3.0))
+    for ax, (title, curves) in zip(axes[0], panels.items()):
+        n = epochs[title] if isinstance(epochs, dict) else epochs
+        for label, schedule in curves.items():
+            ax.stairs([schedule(e) for e in range(n)], range(n + 1), baseline=None, label=label, linewidth=1.5)
+        ax.set(xlabel="epoch", title=title, ylim=(-0.05, 1.08))
+        ax.legend(fontsize=8)
+    return fig
+
+
+def frame_grid(frames, labels: list[str] | None = None, title: str = "", every: int = 1,
+               n_past: int | None = None) -> "Figure":
+    """Rows of frames: ``[rows, T, 3, H, W]`` (tensor) or ``[rows, T, H, W, 3]`` (uint8).
+
+    ``every`` keeps every k-th frame; frames at index >= ``n_past`` get a red frame, as
+    in the GIFs, when ``n_past`` is given.
+    """
+    arr = _frames_uint8(frames)[:, ::every]
+    rows, cols = arr.shape[:2]
+    fig, axes = _figure(cols, rows, size=(0.95, 1.0))
+    for r in range(rows):
+        for k in range(cols):
+            ax = axes[r, k]
+            ax.imshow(arr[r, k])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            t = k * every
+            if n_past is not None and t >= n_past:
+                for side in ax.spines.values():
+                    side.set(color="red", linewidth=2)
+            if r == 0:
+                ax.set_title(f"t={t}", fontsize=8)
+        if labels:
+            axes[r, 0].set_ylabel(labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def filmstrip(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samples: int = 3) -> "Figure":
+    """Static stand-in for the frame player: ground truth, best sample and other samples as rows.
+
+    ``truth`` ``[T, 3, H, W]``; ``samples`` ``[S, T, 3, H, W]`` (conditioning frames included).
+    """
+    rows, labels = strip_rows(truth, samples, n_past, n_samples)
+    return frame_grid(np.stack(rows), labels, n_past=n_past)
+
+
+def strip_rows(truth: torch.Tensor, samples: torch.Tensor, n_past: int,
+               n_samples: int = 3) -> tuple[list[np.ndarray], list[str]]:
+    """Ground truth, the best sample by PSNR (SVG's best-of-N) and the first other samples."""
+    from lab5.evaluate import psnr_per_frame
+
+    psnr = psnr_per_frame(samples[:, n_past:], truth[None, n_past:].expand_as(samples[:, n_past:])).mean(1)
+    best = int(psnr.argmax())
+    others = [s for s in range(samples.shape[0]) if s != best][:n_samples]
+    rows = [to_uint8(truth), to_uint8(samples[best])] + [to_uint8(samples[s]) for s in others]
+    labels = ["ground\ntruth", f"best of {samples.shape[0]}\n{float(psnr[best]):.1f} dB"]
+    labels += [f"sample {s + 1}\n{float(psnr[s]):.1f} dB" for s in others]
+    return rows, labels
+
+
+def plot_per_frame(curves: dict[str, "Iterable[float]"], start: int = 0, ylabel: str = "PSNR (dB)",
+                   title: str = "", ax=None) -> "Figure":
+    """Per-frame curves (one value per frame index from ``start``) on one axis."""
+    if ax is None:
+        fig, axes = _figure(size=(5.0, 3.2))
+        ax = axes[0, 0]
+    else:
+        fig = ax.figure
+    for label, values in curves.items():
+        values = list(values)
+        ax.plot(range(start, start + len(values)), values, "o-", ms=3, label=label)
+    ax.set(xlabel="frame index t", ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_eval_curves(results: dict) -> "Figure":
+    """PSNR and SSIM per predicted frame, the model against copy-last-frame (from ``evaluate_model``)."""
+    p = results["protocol"]
+    start = p["n_past"]
+    fig, axes = _figure(2 if "ssim" in results else 1, size=(4.8, 3.2))
+    plot_per_frame({"CVAE": results["psnr"]["per_frame"], "copy last frame": results["copy_last"]["psnr_per_frame"]},
+                   start, "PSNR (dB)", "PSNR per predicted frame", ax=axes[0, 0])
+    if "ssim" in results:
+        plot_per_frame({"CVAE": results["ssim"]["per_frame"], "copy last frame": results["copy_last"]["ssim_per_frame"]},
+                       start, "SSIM", "SSIM per predicted frame", ax=axes[0, 1])
+    fig.suptitle(f"{p['split']} split, {p['sequences']} sequences, {p['samples']} sample(s) each", fontsize=10)
+    return fig
+
+
+def plot_conditions(df) -> "Figure":
+    """Action and end-effector statistics (seaborn) from a long table with columns
+    ``sequence, t, dx, dy, closure, height, ee_x, ee_y, ee_z`` (see ``lab5.explore.conditions_table``)."""
+    import seaborn as sns
+
+    fig, axes = _figure(4, size=(3.6, 3.0))
+    moves = df.melt(value_vars=["dx", "dy"], var_name="action", value_name="metres per held pair")
+    sns.histplot(moves, x="metres per held pair", hue="action", bins=40, element="step", ax=axes[0, 0])
+    axes[0, 0].set_title("actions 0-1: displacement")
+    cmds = df.melt(value_vars=["closure", "height"], var_name="command", value_name="value")
+    sns.countplot(cmds, x="value", hue="command", ax=axes[0, 1])
+    axes[0, 1].set_title("actions 2-3: gripper, height")
+    few = df[df["sequence"] < 8]
+    sns.lineplot(few, x="ee_y", y="ee_x", hue="sequence", sort=False, estimator=None, palette="tab10",
+                 legend=False, ax=axes[0, 2])
+    axes[0, 2].invert_yaxis()
+    axes[0, 2].set_title("end-effector paths (8 sequences)")
+    sns.histplot(df, x="ee_z", bins=30, ax=axes[0, 3])
+    axes[0, 3].set_title("end-effector height")
+    return fig
+
+
+def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samples: int = 3,
+                 scale: int = 3, fps: int = 4):
+    """An ipywidgets player: Play and IntSlider (linked with jslink) over frame t, and an Image
+    showing ground truth, the best sample and other samples side by side (red border:
+    predicted frames). Returns the widget box to display."""
+    import io
+
+    import ipywidgets as widgets
+
+    rows, labels = strip_rows(truth, samples, n_past, n_samples)
+    T = rows[0].shape[0]
+
+    def png(t: int) -> bytes:
+        panels = []
+        for k, row in enumerate(rows):
+            frame = row[t].copy()
+            if k > 0 and t >= n_past:  # predicted frame
+                frame[:2], frame[-2:], frame[:, :2], frame[:, -2:] = (220, 30, 30), (220, 30, 30), \
+                    (220, 30, 30), (220, 30, 30)
+            panels.append(frame)
+            panels.append(np.full((frame.shape[0], 4, 3), 255, np.uint8))
+        img = Image.fromarray(np.concatenate(panels[:-1], 1))
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+    play = widgets.Play(value=0, min=0, max=T - 1, interval=1000 // fps, description="play")
+    slider = widgets.IntSlider(value=0, min=0, max=T - 1, description="frame t")
+    widgets.jslink((play, "value"), (slider, "value"))
+    image = widgets.Image(value=png(0), format="png")
+    caption = widgets.HTML()
+
+    def show(t: int) -> None:
+        image.value = png(t)
+        kind = "conditioning frame (ground truth)" if t < n_past else "predicted frame"
+        caption.value = (f"<b>t = {t}</b>: {kind} &nbsp;|&nbsp; left to right: "
+                         + " &nbsp;·&nbsp; ".join(label.replace("\n", " ") for label in labels))
+
+    slider.observe(lambda change: show(change["new"]), names="value")
+    show(0)
+    return widgets.VBox([widgets.HBox([play, slider]), caption, image])

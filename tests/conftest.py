@@ -62,3 +62,52 @@ def make_root(tmp_path: Path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+# --------------------------------------------------------------------------- training fixtures
+
+REPO = Path(__file__).parents[1]
+# Every training subprocess runs single-threaded, so two runs of one seed are bit-comparable.
+CLI_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _run_lab5(*args: object, timeout: float = 180) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "lab5", *map(str, args)], cwd=REPO, env=CLI_ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def lab5_cli() -> Callable[..., "subprocess.CompletedProcess[str]"]:
+    """``lab5_cli("train", "--preset", "smoke", ...)``: ``python -m lab5 ...`` in a subprocess
+    (single-threaded, repo as cwd), returning the CompletedProcess with text stdout/stderr."""
+    return _run_lab5
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny simulated set (8 train / 4 validate / 4 test sequences of 30 frames, seed 0).
+
+    Shared by the whole session: READ ONLY (copy it to tmp_path before corrupting it).
+    """
+    from lab5.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    make_synthetic(root, train=8, validate=4, test=4, seed=0, workers=1, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory of the smoke preset trained on ``tiny_root`` (2 epochs x 3 iterations).
+
+    Shared by the whole session: READ ONLY (copy it before resuming or damaging it).
+    """
+    from lab5.config import get_preset
+    from lab5.solver import Solver
+
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    Solver(get_preset("smoke").replace(threads=1), tiny_root, run_dir, progress=False).fit()
+    return run_dir

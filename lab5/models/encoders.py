@@ -6,19 +6,85 @@ Both families share one interface:
 VGG64 follows the report's Listings 2.1 and 2.2 layer for layer; DCGAN64 (SVG's
 ``dcgan_64``) replaces each VGG stage by one stride-2 4x4 convolution, which makes it
 about 20x cheaper and is what the CPU ``demo`` preset uses.
+
+Every BatchNorm2d here is a ``FrameBatchNorm2d``: an ordinary BatchNorm2d (same
+parameters, buffers and state_dict keys) that, inside ``per_frame_batchnorm(module, T)``,
+normalises a sample-major batch of T frames per sequence ``[B*T, C, H, W]`` frame by
+frame. That lets the exact training path run the encoder once over all frames while
+keeping the per-frame statistics of the reference's frame-by-frame loop.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class FrameBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d with optional per-frame training statistics (see ``per_frame_batchnorm``).
+
+    With ``frames = T`` and a sample-major input (row b*T + t holds frame t of sequence b),
+    the view ``[B, T*C, H, W]`` puts frame t's channel c in channel t*C + c, so one
+    ``F.batch_norm`` call normalises every (frame, channel) pair over (sequence, pixel) --
+    exactly what T separate calls on the frame batches compute, since convolutions act on
+    each sample alone. No copy is made for a contiguous (NCHW) input.
+
+    Running statistics: the reference updates them once per frame call, in frame order;
+    here they take one momentum update with the frame-averaged batch statistics. Eval
+    mode (running statistics, per sample) is unaffected by ``frames``.
+    """
+
+    frames: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = self.frames
+        if T == 1 or not self.training:
+            return super().forward(x)
+        N, C = x.shape[:2]
+        if N % T:
+            raise ValueError(f"per-frame BatchNorm over {T} frames got a batch of {N} rows")
+        track = self.track_running_stats and self.running_mean is not None
+        momentum = self.momentum if self.momentum is not None else 0.0
+        if track:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+                momentum = 1.0 / float(self.num_batches_tracked)
+            running_mean, running_var = self.running_mean.repeat(T), self.running_var.repeat(T)
+        else:
+            running_mean = running_var = None
+        weight = self.weight.repeat(T) if self.weight is not None else None
+        bias = self.bias.repeat(T) if self.bias is not None else None
+        y = F.batch_norm(x.reshape(N // T, T * C, *x.shape[2:]), running_mean, running_var,
+                         weight, bias, True, momentum, self.eps)
+        if track:
+            with torch.no_grad():  # T per-frame updates of a copy each -> their mean
+                self.running_mean.copy_(running_mean.view(T, C).mean(0))
+                self.running_var.copy_(running_var.view(T, C).mean(0))
+        return y.view(x.shape)
+
+
+@contextlib.contextmanager
+def per_frame_batchnorm(module: nn.Module, frames: int) -> Iterator[None]:
+    """Within the block, every FrameBatchNorm2d of ``module`` normalises ``frames`` frames separately."""
+    layers = [m for m in module.modules() if isinstance(m, FrameBatchNorm2d)]
+    for m in layers:
+        m.frames = frames
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.frames = 1
 
 
 class VggLayer(nn.Sequential):
     """3x3 conv + BatchNorm + LeakyReLU(0.2), as in the report."""
 
     def __init__(self, n_in: int, n_out: int) -> None:
-        super().__init__(nn.Conv2d(n_in, n_out, 3, 1, 1), nn.BatchNorm2d(n_out),
+        super().__init__(nn.Conv2d(n_in, n_out, 3, 1, 1), FrameBatchNorm2d(n_out),
                          nn.LeakyReLU(0.2, inplace=True))
 
 
@@ -32,7 +98,7 @@ class VggEncoder(nn.Module):
         self.c2 = nn.Sequential(VggLayer(64, 128), VggLayer(128, 128))
         self.c3 = nn.Sequential(VggLayer(128, 256), VggLayer(256, 256), VggLayer(256, 256))
         self.c4 = nn.Sequential(VggLayer(256, 512), VggLayer(512, 512), VggLayer(512, 512))
-        self.c5 = nn.Sequential(nn.Conv2d(512, dim, 4, 1, 0), nn.BatchNorm2d(dim), nn.Tanh())
+        self.c5 = nn.Sequential(nn.Conv2d(512, dim, 4, 1, 0), FrameBatchNorm2d(dim), nn.Tanh())
         self.mp = nn.MaxPool2d(kernel_size=2, stride=2, padding=0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -50,7 +116,7 @@ class VggDecoder(nn.Module):
     def __init__(self, dim: int, channels: int = 3) -> None:
         super().__init__()
         self.dim = dim
-        self.upc1 = nn.Sequential(nn.ConvTranspose2d(dim, 512, 4, 1, 0), nn.BatchNorm2d(512),
+        self.upc1 = nn.Sequential(nn.ConvTranspose2d(dim, 512, 4, 1, 0), FrameBatchNorm2d(512),
                                   nn.LeakyReLU(0.2, inplace=True))
         self.upc2 = nn.Sequential(VggLayer(512 * 2, 512), VggLayer(512, 512), VggLayer(512, 256))
         self.upc3 = nn.Sequential(VggLayer(256 * 2, 256), VggLayer(256, 256), VggLayer(256, 128))
@@ -68,12 +134,12 @@ class VggDecoder(nn.Module):
 
 
 def _down(n_in: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(n_in, n_out, 4, 2, 1), nn.BatchNorm2d(n_out),
+    return nn.Sequential(nn.Conv2d(n_in, n_out, 4, 2, 1), FrameBatchNorm2d(n_out),
                          nn.LeakyReLU(0.2, inplace=True))
 
 
 def _up(n_in: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(n_in, n_out, 4, 2, 1), nn.BatchNorm2d(n_out),
+    return nn.Sequential(nn.ConvTranspose2d(n_in, n_out, 4, 2, 1), FrameBatchNorm2d(n_out),
                          nn.LeakyReLU(0.2, inplace=True))
 
 
@@ -87,7 +153,7 @@ class DcganEncoder(nn.Module):
         self.c2 = _down(nf, nf * 2)
         self.c3 = _down(nf * 2, nf * 4)
         self.c4 = _down(nf * 4, nf * 8)
-        self.c5 = nn.Sequential(nn.Conv2d(nf * 8, dim, 4, 1, 0), nn.BatchNorm2d(dim), nn.Tanh())
+        self.c5 = nn.Sequential(nn.Conv2d(nf * 8, dim, 4, 1, 0), FrameBatchNorm2d(dim), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         h1 = self.c1(x)
@@ -103,7 +169,7 @@ class DcganDecoder(nn.Module):
     def __init__(self, dim: int, nf: int = 64, channels: int = 3) -> None:
         super().__init__()
         self.dim = dim
-        self.upc1 = nn.Sequential(nn.ConvTranspose2d(dim, nf * 8, 4, 1, 0), nn.BatchNorm2d(nf * 8),
+        self.upc1 = nn.Sequential(nn.ConvTranspose2d(dim, nf * 8, 4, 1, 0), FrameBatchNorm2d(nf * 8),
                                   nn.LeakyReLU(0.2, inplace=True))
         self.upc2 = _up(nf * 8 * 2, nf * 4)
         self.upc3 = _up(nf * 4 * 2, nf * 2)

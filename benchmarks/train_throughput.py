@@ -1,0 +1,196 @@
+"""Benchmark: training throughput of the reference, exact and fast steps, side by side.
+
+Each path runs in its own subprocess (so peak RSS is per path) on random data of the
+preset's shapes (frames uniform in [0, 1], a 7-d condition), teacher forcing on, and
+times full training iterations (forward + backward + Adam step): ``--warmup`` untimed,
+then the median of ``--iters``. FLOPs per sequence come from
+``torch.utils.flop_counter.FlopCounterMode`` over one iteration at a small batch
+(matmuls and convolutions only; FLOPs are linear in the batch size).
+
+    python benchmarks/train_throughput.py --preset lab --batch-size 16 --iters 5 \\
+        --json bench.json [--paths reference,exact,fast] [--device cpu|cuda]
+    python benchmarks/train_throughput.py --preset lab --batch-size 64 --paths fast --iters 2
+
+The paths: ``reference`` (per-frame loop, fp32), ``exact`` (encode once, batched over
+time with per-frame BatchNorm, fp32), ``fast`` (batched, bf16 autocast, channels_last).
+``--set-PATH key=value`` overrides a path's config (e.g. ``--set-fast compile=true``).
+Prints, per path, seq/s, the ratio to the reference, peak RSS (and peak CUDA memory),
+GFLOP per sequence and achieved GFLOP/s; ``--json`` writes the same as
+``{"reference": {...}, "exact": {...}, "fast": {...}, "meta": {...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# What each path means; anything else comes from the preset (and --set-PATH).
+PATH_CONFIG = {
+    "reference": {"step": "reference", "bf16": False, "channels_last": False, "compile": False},
+    "exact": {"step": "exact", "bf16": False, "channels_last": False, "compile": False},
+    "fast": {"step": "fast", "bf16": True, "channels_last": True, "compile": False},
+}
+COND_DIM = 7  # action (4) + end-effector position (3), as in BAIR
+
+
+def _config(args: argparse.Namespace, path: str):
+    from lab5.config import make_config
+
+    cfg = make_config(args.preset, overrides={**PATH_CONFIG[path], "batch_size": args.batch_size,
+                                              "device": args.device},
+                      assignments=getattr(args, f"set_{path}") or None)
+    return cfg
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Time one path in this process; return its figures."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lab5.models.cvae import CVAE
+    from lab5.solver import resolve_device
+    from lab5.steps import train_forward
+
+    path = args.worker
+    cfg = _config(args, path)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = CVAE(cfg, COND_DIM).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    if cfg.compile:
+        model.encoder.compile()
+        model.decoder.compile()
+
+    def batch(n: int):
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(n, cfg.n_frames, 3, 64, 64, generator=g)
+        c = torch.rand(n, cfg.n_frames, COND_DIM, generator=g) * 2 - 1
+        return x.to(device), c.to(device)
+
+    def iteration(x, c) -> float:
+        opt.zero_grad(set_to_none=True)
+        out = train_forward(model, x, c, 1e-4, True, cfg)
+        out.loss.backward()
+        opt.step()
+        return float(out.loss.detach())
+
+    # FLOPs at a small batch (the counter is slow and FLOPs scale linearly with the batch).
+    n_flop = min(2, args.batch_size)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        iteration(*batch(n_flop))
+    flop_per_seq = counter.get_total_flops() / n_flop
+
+    x, c = batch(args.batch_size)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, losses = [], []
+    for k in range(args.warmup + args.iters):
+        _sync(device)
+        t0 = time.perf_counter()
+        losses.append(iteration(x, c))
+        _sync(device)
+        if k >= args.warmup:
+            times.append(time.perf_counter() - t0)
+        print(f"  [{path}] iteration {k + 1}/{args.warmup + args.iters}: {time.perf_counter() - t0:.2f} s",
+              file=sys.stderr, flush=True)
+    sec = statistics.median(times)
+    seq_per_s = args.batch_size / sec
+    result = {
+        "seq_per_s": seq_per_s,
+        "sec_per_iter": sec,
+        "iter_times": times,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "gflop_per_seq": flop_per_seq / 1e9,
+        "gflop_per_s": flop_per_seq * seq_per_s / 1e9,
+        "final_loss": losses[-1],
+        "config": {k: getattr(cfg, k) for k in ("step", "bf16", "channels_last", "compile", "arch",
+                                                "batch_size", "n_past", "n_future", "g_dim",
+                                                "z_dim", "rnn_size")},
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        result["peak_cuda_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        result["gpu"] = torch.cuda.get_device_name(device)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="lab")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--paths", default="reference,exact,fast")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
+    parser.add_argument("--json", type=Path)
+    for path in PATH_CONFIG:
+        parser.add_argument(f"--set-{path}", nargs="*", metavar="KEY=VALUE",
+                            help=f"config overrides for the {path} path")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    unknown = [p for p in paths if p not in PATH_CONFIG]
+    if unknown:
+        parser.error(f"unknown path(s) {unknown}; known: {list(PATH_CONFIG)}")
+    load_before = os.getloadavg()
+    print(f"preset {args.preset}, batch {args.batch_size}, {args.warmup} warm-up + {args.iters} timed "
+          f"iterations, device {args.device}; load average {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f}", flush=True)
+    results: dict[str, dict] = {}
+    forwarded = sys.argv[1:] if argv is None else argv
+    for path in paths:
+        cmd = [sys.executable, __file__, *forwarded, "--worker", path]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            print(f"error: the {path} path failed (exit {proc.returncode})", file=sys.stderr)
+            return 1
+        results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = results.get("reference", {}).get("seq_per_s")
+    print(f"{'path':<10} {'seq/s':>8} {'x ref':>7} {'peak RSS':>10} {'GFLOP/seq':>10} {'GFLOP/s':>8}  config")
+    for path, r in results.items():
+        r["ratio_to_reference"] = r["seq_per_s"] / base if base else None
+        ratio = f"{r['ratio_to_reference']:.2f}" if base else "-"
+        flags = ", ".join(f"{k}={r['config'][k]}" for k in ("bf16", "channels_last", "compile"))
+        mem = f"{r['peak_rss_mib']:.0f} MiB" + (f" (CUDA {r['peak_cuda_mib']:.0f})" if "peak_cuda_mib" in r else "")
+        print(f"{path:<10} {r['seq_per_s']:8.3f} {ratio:>7} {mem:>10} {r['gflop_per_seq']:10.1f} "
+              f"{r['gflop_per_s']:8.1f}  {flags}")
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    if args.json:
+        meta = {"preset": args.preset, "batch_size": args.batch_size, "iters": args.iters,
+                "warmup": args.warmup, "device": args.device, "load_before": load_before,
+                "load_after": load_after, "cpu_count": os.cpu_count()}
+        args.json.write_text(json.dumps({**results, "meta": meta}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

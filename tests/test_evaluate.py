@@ -1,0 +1,167 @@
+"""Evaluation: metrics against hand computations, the baselines, the generation protocol,
+and a smoke train + evaluate through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lab5.checkpoint import load_model
+from lab5.data.dataset import BairDataset
+from lab5.evaluate import (ShuffledConditions, evaluate_model, format_table, generate, psnr_per_frame,
+                           ssim_per_frame)
+
+
+def test_psnr_by_hand() -> None:
+    truth = torch.zeros(2, 3, 3, 4, 4)
+    pred = truth.clone()
+    pred[0, 0] += 0.1      # MSE 0.01  -> 20 dB
+    pred[0, 1] += 0.5      # MSE 0.25  -> 10·log10(4) dB
+    pred[1, :, :, :2] = 1  # half the pixels off by 1: MSE 0.5 -> 10·log10(2) dB
+    psnr = psnr_per_frame(pred, truth)
+    assert psnr.shape == (2, 3)
+    assert psnr[0, 0].item() == pytest.approx(20.0, abs=1e-4)
+    assert psnr[0, 1].item() == pytest.approx(10 * math.log10(4), abs=1e-4)
+    assert psnr[1].tolist() == pytest.approx([10 * math.log10(2)] * 3, abs=1e-4)
+    assert psnr[0, 2].item() == pytest.approx(100.0)  # identical frames: MSE clamped at 1e-10
+
+
+def test_ssim_identical_and_different() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 2, 3, 16, 16, generator=gen)
+    assert ssim_per_frame(x, x) == pytest.approx(np.ones((1, 2)))
+    assert (ssim_per_frame(torch.rand(1, 2, 3, 16, 16, generator=gen), x) < 0.2).all()
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return torch.tensor([i]), torch.tensor([100 + i])
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 17])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shuffled_conditions_is_a_derangement(n: int, seed: int) -> None:
+    shuffled = ShuffledConditions(_Items(n), seed)
+    source = shuffled.source.tolist()
+    assert sorted(source) == list(range(n))           # a permutation
+    assert all(s != i for i, s in enumerate(source))  # with no fixed point
+    for i in range(n):
+        frames, cond = shuffled[i]
+        assert frames.item() == i and cond.item() == 100 + source[i]
+    assert ShuffledConditions(_Items(n), seed).source.tolist() == source  # fixed by the seed
+    with pytest.raises(ValueError, match="at least 2"):
+        ShuffledConditions(_Items(1))
+
+
+@pytest.fixture(scope="module")
+def model_and_data(smoke_run: Path, tiny_root: Path):
+    model, cfg, _ = load_model(smoke_run)
+    data = BairDataset(tiny_root, "test", n_frames=cfg.n_frames)
+    x = torch.stack([data[i][0] for i in range(len(data))])
+    c = torch.stack([data[i][1] for i in range(len(data))])
+    return model, cfg, data, x, c
+
+
+def test_generate_protocol(model_and_data, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Posterior z on conditioning frames (fed the encoding of the frame), prior z on predicted
+    frames, predictions fed back: the ground truth after the conditioning frames is never seen."""
+    model, cfg, _, x, c = model_and_data
+    n_past, n_future = cfg.n_past, cfg.n_future
+
+    def run(x_, c_, seed=0):
+        return generate(model, x_, c_, n_past, n_future, torch.Generator().manual_seed(seed))
+
+    pred = run(x, c)
+    assert pred.shape == (len(x), n_future, 3, 64, 64) and 0 <= pred.min() and pred.max() <= 1
+    assert torch.equal(pred, run(x, c))                # same generator seed, same predictions
+    assert not torch.equal(pred, run(x, c, seed=1))    # the prior's z matters
+
+    future = x.clone()
+    future[:, n_past:] = torch.rand_like(future[:, n_past:])
+    assert torch.equal(pred, run(future, c))           # future frames are not looked at
+    cond = x.clone()
+    cond[:, n_past - 1] = 0
+    assert not torch.equal(pred, run(cond, c))         # conditioning frames are
+    actions = c.clone()
+    actions[:, 0] += 1
+    assert not torch.equal(pred, run(x, actions))      # so are the conditions
+
+    calls: list[tuple[str, torch.Tensor]] = []
+    posterior, prior = model.posterior, model.prior
+    monkeypatch.setattr(model, "posterior", lambda h, *a: (calls.append(("posterior", h)), posterior(h, *a))[1])
+    monkeypatch.setattr(model, "prior", lambda h, *a: (calls.append(("prior", h)), prior(h, *a))[1])
+    run(x, c)
+    # Fixed prior: the posterior for steps 1..n_past-1, then the prior for each predicted frame.
+    assert [name for name, _ in calls] == ["posterior"] * (n_past - 1) + ["prior"] * n_future
+    assert torch.allclose(calls[0][1], model.encoder(x[:, 1])[0])  # q(z_1 | x_1) sees frame 1
+
+
+def test_evaluate_model_against_direct_computation(model_and_data) -> None:
+    model, cfg, data, x, c = model_and_data
+    n_past, n_future = cfg.n_past, cfg.n_future
+    results = evaluate_model(model, data, n_past, n_future, samples=2, seed=3, progress=False)
+    truth = x[:, n_past:]
+
+    gen = torch.Generator().manual_seed(3)
+    psnr = torch.stack([psnr_per_frame(generate(model, x, c, n_past, n_future, gen), truth)
+                        for _ in range(2)], 1)  # [sequences, samples, frames]
+    assert results["psnr"]["mean"] == pytest.approx(psnr.mean().item(), rel=1e-6)
+    assert results["psnr"]["per_frame"] == pytest.approx(psnr.mean((0, 1)).tolist(), rel=1e-6)
+    seq = psnr.mean(2)
+    best_of_n = results["best_of_n"]["psnr"]
+    assert best_of_n["best"] == pytest.approx(seq.max(1).values.mean().item(), rel=1e-6)
+    assert best_of_n["worst"] == pytest.approx(seq.min(1).values.mean().item(), rel=1e-6)
+    assert best_of_n["worst"] <= best_of_n["mean"] <= best_of_n["best"]
+
+    copy_last = psnr_per_frame(x[:, n_past - 1:n_past].expand_as(truth), truth)
+    assert results["copy_last"]["psnr"] == pytest.approx(copy_last.mean().item(), rel=1e-6)
+    assert results["copy_last"]["psnr_per_frame"] == pytest.approx(copy_last.mean(0).tolist(), rel=1e-6)
+
+    shuffled = ShuffledConditions(data, 3)
+    c_shuffled = torch.stack([shuffled[i][1] for i in range(len(data))])
+    expected = psnr_per_frame(generate(model, x, c_shuffled, n_past, n_future, torch.Generator().manual_seed(3)),
+                              truth).mean()
+    assert results["shuffled_actions"]["psnr"] == pytest.approx(expected.item(), rel=1e-6)
+    assert results["protocol"]["sequences"] == 4 and results["protocol"]["samples"] == 2
+    assert 0 < results["ssim"]["mean"] <= 1
+
+    table = format_table(results)
+    assert table.startswith(f"protocol: {n_past} conditioning + {n_future} predicted frames; "
+                            "posterior z on conditioning frames, prior z on predicted frames")
+    assert "copy last frame" in table and "CVAE best of 2" in table
+
+
+def test_cli_smoke_train_then_evaluate(tiny_root: Path, tmp_path: Path, lab5_cli) -> None:
+    run = tmp_path / "run"
+    r = lab5_cli("train", "--preset", "smoke", "--data", tiny_root, "--run-dir", run, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"trained 2 epochs into {run}" in r.stdout
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "data_root.txt",
+                                                     "history.jsonl", "last.pt"]
+
+    out = tmp_path / "out.json"
+    r = lab5_cli("evaluate", "--run-dir", run, "--data", tiny_root, "--json", out, "--samples", "2",
+                 "--no-progress")
+    assert r.returncode == 0, r.stderr
+    results = json.loads(out.read_text())
+    assert {"protocol", "psnr", "ssim", "copy_last", "shuffled_actions", "best_of_n"} <= results.keys()
+    assert {"mean", "per_frame"} <= results["psnr"].keys() and len(results["psnr"]["per_frame"]) == 3
+    assert {"psnr", "ssim"} <= results["copy_last"].keys() and "psnr" in results["shuffled_actions"]
+    assert results["best_of_n"]["n"] == 2
+    p = results["protocol"]
+    assert (p["n_past"], p["n_future"], p["split"], p["sequences"]) == (2, 3, "test", 4)
+    assert p["run_dir"] == str(run) and p["data_root"] == str(tiny_root)
+    assert r.stdout.startswith("protocol: 2 conditioning + 3 predicted frames; posterior z on conditioning "
+                               "frames, prior z on predicted frames; predictions fed back")
+    assert "CVAE (mean over samples)" in r.stdout and f"wrote {out}" in r.stdout

@@ -1,0 +1,205 @@
+"""The training steps: exact == reference (loss and gradients), fast == exact in eval mode,
+fast and bf16 train-mode sanity, and the per-frame BatchNorm they rely on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lab5.config import get_preset
+from lab5.models.cvae import CVAE
+from lab5.models.encoders import FrameBatchNorm2d, per_frame_batchnorm
+from lab5.steps import STEPS, train_forward
+
+COND = 7
+
+
+def _data(cfg, batch: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(cfg.n_frames, batch, 3, 64, 64, generator=g).to(dtype)
+    c = (torch.rand(cfg.n_frames, batch, COND, generator=g) * 2 - 1).to(dtype)
+    return x, c
+
+
+def _run(cfg, step: str, teacher_forcing: bool, batch: int = 3, train: bool = True,
+         dtype=torch.float32):
+    """Loss and gradients of one step from a fixed model, data and noise seed."""
+    torch.manual_seed(1)
+    model = CVAE(cfg, COND).to(dtype).train(train)
+    x, c = _data(cfg, batch, dtype)
+    torch.manual_seed(0)  # the posterior / learned prior noise
+    out = STEPS[step](model, x, c, 0.7, teacher_forcing, cfg.n_past)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out, grads, model
+
+
+def _grad_error(ref: dict, other: dict) -> float:
+    """||g − g_ref|| / ||g_ref|| over all parameters together.
+
+    Per-parameter ratios are meaningless for the conv biases that feed a BatchNorm: their
+    exact gradient is 0 and both paths return float noise around it.
+    """
+    assert ref.keys() == other.keys()
+    diff = torch.cat([(other[n] - ref[n]).flatten() for n in ref])
+    return float(diff.norm() / torch.cat([g.flatten() for g in ref.values()]).norm())
+
+
+@torch.no_grad()
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs() / b.abs())  # scalars (losses)
+
+
+SMOKE_CASES = [  # (prior, last_frame_skip)
+    ("fixed", False), ("learned", False), ("learned", True),
+]
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+@pytest.mark.parametrize("prior,last_frame_skip", SMOKE_CASES)
+def test_exact_matches_reference_smoke(prior, last_frame_skip, teacher_forcing):
+    cfg = get_preset("smoke").replace(prior=prior, last_frame_skip=last_frame_skip)
+    ref, g_ref, _ = _run(cfg, "reference", teacher_forcing)
+    ex, g_ex, _ = _run(cfg, "exact", teacher_forcing)
+    assert _rel(ex.loss, ref.loss) < 1e-5
+    assert _rel(ex.kld, ref.kld) < 1e-5
+    assert _grad_error(g_ref, g_ex) < 1e-5
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_exact_matches_reference_per_parameter_float64(teacher_forcing):
+    # In float64 rounding noise vanishes, so every parameter's gradient must agree on its
+    # own -- the maths are the same, not merely close. (The losses cast to float32, which
+    # bounds the agreement at ~1e-7.)
+    torch.set_default_dtype(torch.float64)
+    try:
+        cfg = get_preset("smoke").replace(prior="learned")
+        _, g_ref, _ = _run(cfg, "reference", teacher_forcing, dtype=torch.float64)
+        _, g_ex, _ = _run(cfg, "exact", teacher_forcing, dtype=torch.float64)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    scale = torch.cat([g.flatten() for g in g_ref.values()]).norm()
+    for name in g_ref:
+        err = (g_ex[name] - g_ref[name]).norm()
+        assert err <= 1e-5 * g_ref[name].norm() + 1e-9 * scale, name
+
+
+def test_deterministic_model_exact_matches_reference():
+    cfg = get_preset("smoke").replace(prior="none", z_dim=0)
+    ref, g_ref, _ = _run(cfg, "reference", True)
+    ex, g_ex, _ = _run(cfg, "exact", True)
+    assert _rel(ex.loss, ref.loss) < 1e-5 and _grad_error(g_ref, g_ex) < 1e-5
+
+
+@pytest.mark.parametrize("teacher_forcing", [True, False])
+def test_exact_matches_reference_vgg64(teacher_forcing):
+    # The lab's architecture at a small size: 2 sequences of 2 + 2 frames (~5 s a side).
+    cfg = get_preset("lab").replace(n_future=2, prior="learned", rnn_size=32, g_dim=32, z_dim=8)
+    ref, g_ref, _ = _run(cfg, "reference", teacher_forcing, batch=2)
+    ex, g_ex, _ = _run(cfg, "exact", teacher_forcing, batch=2)
+    assert _rel(ex.loss, ref.loss) < 1e-5
+    assert _grad_error(g_ref, g_ex) < 1e-5
+
+
+@pytest.mark.parametrize("prior", ["fixed", "learned"])
+def test_fast_equals_exact_in_eval_mode(prior):
+    # With running statistics BatchNorm acts per sample, so batching over time changes nothing.
+    cfg = get_preset("smoke").replace(prior=prior)
+    ex, g_ex, _ = _run(cfg, "exact", True, train=False)
+    fa, g_fa, _ = _run(cfg, "fast", True, train=False)
+    ref, g_ref, _ = _run(cfg, "reference", True, train=False)
+    assert _rel(fa.loss, ex.loss) < 1e-5 and _grad_error(g_ex, g_fa) < 1e-5
+    assert _rel(ref.loss, ex.loss) < 1e-5 and _grad_error(g_ref, g_ex) < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["dcgan64", "vgg64"])
+def test_fast_train_mode_close_to_reference(arch):
+    cfg = get_preset("smoke").replace(arch=arch, prior="learned", n_future=2)
+    ref, _, _ = _run(cfg, "reference", True, batch=3)
+    fa, g_fa, _ = _run(cfg, "fast", True, batch=3)
+    assert torch.isfinite(fa.loss)
+    assert all(torch.isfinite(g).all() for g in g_fa.values())
+    # BatchNorm over all frames instead of per frame: not equal, but close at initialisation.
+    assert _rel(fa.loss, ref.loss) < 0.05
+
+
+def test_fast_without_teacher_forcing_is_exact():
+    cfg = get_preset("smoke").replace(prior="learned")
+    ex, g_ex, _ = _run(cfg, "exact", False)
+    fa, g_fa, _ = _run(cfg, "fast", False)
+    assert float(fa.loss) == float(ex.loss) and _grad_error(g_ex, g_fa) == 0
+
+
+@pytest.mark.parametrize("step", ["fast", "exact"])
+def test_bf16_channels_last_path_runs(step):
+    cfg = get_preset("smoke").replace(prior="learned", step=step, bf16=True, channels_last=True)
+    torch.manual_seed(1)
+    model = CVAE(cfg, COND).to(memory_format=torch.channels_last)
+    x, c = _data(cfg, 3)
+    x, c = x.transpose(0, 1), c.transpose(0, 1)  # train_forward takes batch-major data
+    torch.manual_seed(0)
+    out = train_forward(model, x, c, 0.7, True, cfg)
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert all(p.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in model.parameters() if p.grad is not None)
+    fp32 = train_forward(model, x, c, 0.7, True, cfg.replace(bf16=False, channels_last=False))
+    assert _rel(out.loss.detach(), fp32.loss.detach()) < 0.05
+
+
+def test_channels_last_exact_matches_reference():
+    cfg = get_preset("smoke").replace(prior="learned")
+    ref, g_ref, _ = _run(cfg, "reference", True)
+    torch.manual_seed(1)
+    model = CVAE(cfg, COND).to(memory_format=torch.channels_last)
+    x, c = _data(cfg, 3)
+    torch.manual_seed(0)
+    out = train_forward(model, x.transpose(0, 1), c.transpose(0, 1), 0.7, True,
+                        cfg.replace(step="exact", channels_last=True))
+    out.loss.backward()
+    g = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert _rel(out.loss, ref.loss) < 1e-5 and _grad_error(g_ref, g) < 1e-5
+
+
+# --- per-frame BatchNorm ---------------------------------------------------------------
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_per_frame_batchnorm_equals_frame_loop(channels_last):
+    T, B, C = 3, 4, 5
+    torch.manual_seed(0)
+    x = torch.randn(B, T, C, 6, 6) * 3 + 1
+    bn_loop, bn_batched = FrameBatchNorm2d(C), FrameBatchNorm2d(C)
+    with torch.no_grad():
+        bn_loop.weight.uniform_(0.5, 1.5), bn_loop.bias.uniform_(-1, 1)
+    bn_batched.load_state_dict(bn_loop.state_dict())
+    xb = x.flatten(0, 1).requires_grad_()
+    if channels_last:
+        xb = xb.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    with per_frame_batchnorm(bn_batched, T):
+        y = bn_batched(xb).view(B, T, C, 6, 6)
+    assert bn_batched.frames == 1  # restored on exit
+    xl = x.clone().requires_grad_()
+    y_loop = torch.stack([bn_loop(xl[:, t]) for t in range(T)], 1)
+    torch.testing.assert_close(y, y_loop, rtol=1e-5, atol=1e-5)
+    w = torch.randn_like(y)
+    (y * w).sum().backward()
+    (y_loop * w).sum().backward()
+    torch.testing.assert_close(xb.grad.view(B, T, C, 6, 6), xl.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn_batched.weight.grad, bn_loop.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn_batched.bias.grad, bn_loop.bias.grad, rtol=1e-4, atol=1e-5)
+    # Running statistics: one update with the frame-averaged statistics (documented difference).
+    frame_means = x.transpose(1, 2).reshape(B, C, T, -1).mean((0, 3)).T  # [T, C]
+    torch.testing.assert_close(bn_batched.running_mean, 0.1 * frame_means.mean(0), rtol=1e-4, atol=1e-6)
+    assert int(bn_batched.num_batches_tracked) == 1
+
+
+def test_frame_batchnorm_is_a_plain_batchnorm():
+    bn = FrameBatchNorm2d(4)
+    assert isinstance(bn, nn.BatchNorm2d)
+    assert set(bn.state_dict()) == set(nn.BatchNorm2d(4).state_dict())
+    x = torch.randn(6, 4, 3, 3)
+    bn.eval()
+    with per_frame_batchnorm(bn, 3):  # eval mode: running statistics, frames irrelevant
+        torch.testing.assert_close(bn(x), nn.functional.batch_norm(x, bn.running_mean, bn.running_var,
+                                                                    bn.weight, bn.bias, False, 0.1, bn.eps))

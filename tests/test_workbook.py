@@ -1,0 +1,231 @@
+"""The workbook: notebook parameters, load_or_train, the notebooks' shape, and papermill runs.
+
+The papermill and CLI tests start real Jupyter kernels (about 10 s each on 2 cores); they stop
+at the validation or data cell, so nothing is trained. The sweep test trains the smoke preset
+and is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from lab5 import workbook as wb
+from lab5.config import ConfigError, get_preset
+from lab5.runs import home, load_or_train
+from lab5.solver import RunDirError
+
+NOTEBOOKS_DIR = Path(__file__).parents[1] / "notebooks"
+
+
+def _ns(**params):
+    """A notebook-like namespace: the setup cell's names, then the given parameters."""
+    ns = {"In": [], "Out": {}, "torch": torch, "wb": wb, "device": torch.device("cpu"), "get_ipython": print}
+    baseline = dict(ns)
+    ns.update(params)
+    return ns, baseline
+
+
+# --- config_from_params ------------------------------------------------------------------------
+
+def test_defaults_build_the_preset_and_the_run_dir():
+    ns, base = _ns(**wb.NOTEBOOKS["04_training"])
+    p = wb.config_from_params(ns, "04_training", baseline=base)
+    assert p.cfg == get_preset("demo")
+    assert p.run_dir == home() / "runs" / "demo"
+    assert p.data_root is None and p.interactive is True and p.overrides == {}
+    assert "04_training" in str(p) and "config overrides: none" in str(p)
+
+
+def test_unknown_parameter_is_named():
+    ns, base = _ns(**wb.NOTEBOOKS["04_training"], bogus=1)
+    with pytest.raises(ConfigError, match="'bogus'.*04_training"):
+        wb.config_from_params(ns, "04_training", baseline=base)
+
+
+def test_parameter_of_another_notebook_is_unknown_here():
+    ns, base = _ns(**wb.NOTEBOOKS["04_training"], samples=5)   # a 05_evaluation parameter
+    with pytest.raises(ConfigError, match="'samples'"):
+        wb.config_from_params(ns, "04_training", baseline=base)
+
+
+@pytest.mark.parametrize("name,value", [("epochs", "ten"), ("epochs", 2.5), ("lr", "fast"),
+                                        ("interactive", "maybe"), ("run_dir", 3), ("seed", True)])
+def test_ill_typed_parameter_is_named(name, value):
+    ns, base = _ns(**{**wb.NOTEBOOKS["04_training"], name: value})
+    with pytest.raises(ConfigError, match=f"'{name}'"):
+        wb.config_from_params(ns, "04_training", baseline=base)
+
+
+def test_unknown_preset_and_out_of_range_values():
+    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"], "preset": "nosuch"})
+    with pytest.raises(ConfigError, match="nosuch"):
+        wb.config_from_params(ns, "05_evaluation", baseline=base)
+    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"], "samples": 0})
+    with pytest.raises(ConfigError, match="'samples'"):
+        wb.config_from_params(ns, "05_evaluation", baseline=base)
+
+
+def test_config_fields_are_parameters_and_name_the_run():
+    ns, base = _ns(**{**wb.NOTEBOOKS["04_training"], "epochs": 2, "seed": None}, lr=1e-3, iters_per_epoch="5")
+    p = wb.config_from_params(ns, "04_training", baseline=base)
+    assert (p.cfg.epochs, p.cfg.lr, p.cfg.iters_per_epoch, p.cfg.seed) == (2, 1e-3, 5, get_preset("demo").seed)
+    # epochs can be extended by resuming, so it does not name the run; lr does.
+    assert p.name == "demo,iters_per_epoch=5,lr=0.001"
+    assert p.run_dir == home() / "runs" / "demo,iters_per_epoch=5,lr=0.001"
+
+
+def test_rebinding_a_setup_name_counts_as_a_parameter():
+    ns, base = _ns(**wb.NOTEBOOKS["03_model_build"])
+    ns["device"] = "cpu"    # papermill -p device cpu rebinds the setup cell's torch.device
+    assert wb.config_from_params(ns, "03_model_build", baseline=base).overrides == {"device": "cpu"}
+
+
+def test_setup_fixes_the_parameter_window(capsys):
+    ns = {"In": [], "Out": {}}
+    exec("from lab5 import workbook as wb\ndevice = wb.setup(seed=3)", ns)
+    assert "seed 3" in capsys.readouterr().out
+    ns.update(wb.NOTEBOOKS["01_derivation"])
+    ns["bogus"] = 1
+    with pytest.raises(ConfigError, match="bogus"):
+        wb.config_from_params(ns, "01_derivation")
+    del ns["bogus"]
+    first = wb.config_from_params(ns, "01_derivation")
+    ns["results"] = {"psnr": 20.0}    # a later cell's variable: not a parameter on a re-run
+    assert wb.config_from_params(ns, "01_derivation").cfg == first.cfg
+
+
+# --- command-line helpers ----------------------------------------------------------------------
+
+def test_grid_parsing_and_names():
+    grid = wb.parse_grid(["lr=0.001,0.002", "kl_mode=monotonic,cyclical", "bf16=False"])
+    assert grid == {"lr": [0.001, 0.002], "kl_mode": ["monotonic", "cyclical"], "bf16": [False]}
+    points = wb.combinations(grid)
+    assert len(points) == 4
+    assert wb.combination_name(points[0]) == "bf16=False,kl_mode=monotonic,lr=0.001"
+    with pytest.raises(ConfigError, match="key=v1,v2"):
+        wb.parse_grid(["lr"])
+
+
+def test_parameters_are_routed_and_checked_before_running():
+    values = {"preset": "demo", "samples": 5, "lr": 0.001}
+    assert wb.route_parameters("04_training", values) == {"lr": 0.001}       # preset: the default
+    assert wb.route_parameters("05_evaluation", values) == {"samples": 5, "lr": 0.001}
+    with pytest.raises(ConfigError, match="'bogus'"):
+        wb.check_parameters({"bogus": 1}, wb.NOTEBOOKS)
+    with pytest.raises(ConfigError, match="'epochs'"):
+        wb.check_parameters({"epochs": "x"}, wb.NOTEBOOKS)
+    with pytest.raises(ConfigError, match="--inplace"):
+        wb.run_workbook({"epochs": 1}, inplace=True)
+
+
+# --- the notebooks themselves ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(wb.NOTEBOOKS))
+def test_notebook_shape(name):
+    """Same setup cell, a tagged parameters cell matching NOTEBOOKS, then the validation cell;
+    short cells; stored outputs (if any) from one run in order."""
+    import papermill as pm
+
+    nb = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    setups = {c.source for n in wb.NOTEBOOKS for c in nbformat.read(NOTEBOOKS_DIR / f"{n}.ipynb", as_version=4).cells
+              if c.cell_type == "code" and c.source.startswith("# Setup")}
+    assert code[0].source.startswith("# Setup") and len(setups) == 1
+    assert "parameters" in code[1].metadata.get("tags", [])
+    assert f'wb.config_from_params(globals(), "{name}")' in code[2].source
+    declared = {k: v["default"] for k, v in pm.inspect_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb")).items()}
+    assert {k: eval(v) for k, v in declared.items()} == wb.NOTEBOOKS[name]
+    assert max(len(c.source.splitlines()) for c in nb.cells if c.cell_type == "code") <= 25
+    counts = [c.execution_count for c in code]
+    if any(counts):
+        assert counts == list(range(1, len(code) + 1))
+        assert not any(o.output_type == "error" for c in code for o in c.outputs)
+
+
+# --- load_or_train -----------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_root(make_root):
+    return make_root({"train": 8, "validate": 4, "test": 4}, n_frames=8, size=64)
+
+
+def test_load_or_train_trains_loads_resumes_and_refuses(tiny_root, tmp_path):
+    cfg = get_preset("smoke").replace(epochs=1)
+    run_dir = tmp_path / "run"
+    first = load_or_train(cfg, tiny_root, run_dir, progress=False, log=lambda s: None)
+    assert first.status == "trained" and len(first.history) == 1
+    again = load_or_train(cfg, tiny_root, run_dir, progress=False)
+    assert again.status == "loaded" and again.history == first.history
+    longer = load_or_train(cfg.replace(epochs=2), tiny_root, run_dir, progress=False, log=lambda s: None)
+    assert longer.status == "resumed" and [r["epoch"] for r in longer.history] == [1, 2]
+    with pytest.raises(RunDirError, match="lr"):
+        load_or_train(cfg.replace(epochs=2, lr=1e-4), tiny_root, run_dir, progress=False)
+    with pytest.raises(RunDirError, match="2 epochs but 1"):
+        load_or_train(cfg, tiny_root, run_dir, progress=False)
+
+
+def test_load_or_train_replaces_a_run_killed_before_its_first_checkpoint(tiny_root, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")   # what a run killed during epoch 1 leaves
+    run = load_or_train(get_preset("smoke").replace(epochs=1), tiny_root, run_dir, progress=False, log=lambda s: None)
+    assert run.status == "trained"
+
+
+# --- real executions -----------------------------------------------------------------------------
+
+def test_papermill_rejects_an_unknown_parameter(tmp_path):
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as err:
+        pm.execute_notebook(str(NOTEBOOKS_DIR / "04_training.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"preset": "demo", "bogus": 1}, kernel_name="python3",
+                            cwd=str(NOTEBOOKS_DIR), progress_bar=False)
+    assert err.value.ename == "ConfigError"
+    assert "bogus" in err.value.evalue
+    assert err.value.exec_count == 4    # setup, parameters, injected parameters, validation: nothing ran after
+
+
+def test_workbook_command_names_the_failing_notebook_and_cell(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, "-m", "lab5", "workbook", "--only", "02", "03", "--no-progress",
+                           "-p", "data_root", str(tmp_path / "no_such_root"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "02_data_exploration.ipynb failed at cell" in proc.stderr
+    assert "DatasetError" in proc.stderr and "no_such_root" in proc.stderr
+    assert (tmp_path / "out" / "02_data_exploration.ipynb").is_file()
+    assert not (tmp_path / "out" / "03_model_build.ipynb").exists()    # stopped at the failure
+
+
+def test_workbook_command_refuses_bad_parameters_before_starting_a_kernel(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lab5", "workbook", "-p", "bogus", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "'bogus'" in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_sweep_runs_training_and_evaluation_per_grid_point(tiny_root, tmp_path):
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "lab5", "sweep", "--preset", "smoke", "--no-progress",
+                           "-p", "data_root", str(tiny_root), "-p", "epochs", "1", "-p", "samples", "2",
+                           "--grid", "lr=0.001,0.002", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["lr"] for row in summary] == [0.001, 0.002]
+    for row in summary:
+        folder = out / f"lr={row['lr']}"
+        assert (folder / "run" / "best.pt").is_file() and (folder / "05_evaluation.ipynb").is_file()
+        assert row["test_psnr"] > 0 and row["best_val_psnr"] > 0
+        assert (folder / "figures" / "05_filmstrip_smoke,lr={}.png".format(row["lr"])).is_file()
