@@ -200,7 +200,9 @@ def compare_steps(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, beta
         # Booleans, not raw differences: float rounding differs between CPUs, the verdict does not.
         out[key] = {"reference loss": ref[0], "exact loss": ex[0],
                     "losses equal (rel. 1e-5)": abs(ref[0] - ex[0]) <= 1e-5 * max(1.0, abs(ref[0])),
-                    "gradients equal (rel. 1e-3)": bool(torch.allclose(ref[3], ex[3], rtol=1e-3, atol=1e-6)),
+                    # Relative to the largest gradient: conv biases ahead of BatchNorm have ~0
+                    # gradient, so elementwise relative checks would only compare rounding noise.
+                    "gradients equal (rel. 1e-4)": bool((ref[3] - ex[3]).abs().max() <= 1e-4 * ref[3].abs().max()),
                     "parameters with a gradient": int(ref[3].numel())}
     model.load_state_dict(state)
     model.zero_grad(set_to_none=True)

@@ -262,6 +262,12 @@ class Solver:
         """Train until ``cfg.epochs``; return the history (one dict per epoch)."""
         while self.epoch < self.cfg.epochs:
             self.train_epoch()
+        # Debug hook for tests/test_ddp.py: every rank saves its final weights as rank{r}.pt,
+        # so a test can check that DDP kept the replicas identical.
+        dump_dir = os.environ.get("LAB5_DUMP_WEIGHTS_DIR")
+        if dump_dir:
+            Path(dump_dir).mkdir(parents=True, exist_ok=True)
+            torch.save(self.model.state_dict(), Path(dump_dir) / f"rank{self.dist.rank}.pt")
         return self.history
 
     def train_epoch(self) -> dict[str, Any]:

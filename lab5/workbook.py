@@ -26,10 +26,8 @@ training with the defaults. Config fields are accepted by every notebook
 from __future__ import annotations
 
 import argparse
-import ast
 import itertools
 import json
-import os
 import platform
 import random
 import shutil
@@ -37,9 +35,9 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
-from lab5.config import Config, ConfigError, _coerce, get_preset, make_config
+from lab5.config import Config, ConfigError, _coerce, make_config
 
 # --------------------------------------------------------------------------------------
 # Notebook parameters

@@ -203,3 +203,40 @@ def test_frame_batchnorm_is_a_plain_batchnorm():
     with per_frame_batchnorm(bn, 3):  # eval mode: running statistics, frames irrelevant
         torch.testing.assert_close(bn(x), nn.functional.batch_norm(x, bn.running_mean, bn.running_var,
                                                                     bn.weight, bn.bias, False, 0.1, bn.eps))
+
+
+# --- the batched paths' savings ----------------------------------------------------------
+
+@pytest.mark.parametrize("arch", ["dcgan64", "vgg64"])
+@pytest.mark.parametrize("frames", [1, 4])
+def test_decode_shared_skips_equals_decoder(arch, frames):
+    from lab5.models.encoders import build_encoder_decoder
+    from lab5.steps import decode_shared_skips
+
+    torch.manual_seed(0)
+    enc, dec = build_encoder_decoder(arch, 16, 8)
+    B, T, n_past = 2, frames + 1, 2 if frames > 1 else 1
+    _, skips = enc(torch.rand(B * T, 3, 64, 64))
+    skips = [s.view(B, T, *s.shape[1:]) for s in skips]
+    g = torch.randn(B * (T - 1), 16)
+    src = [min(i - 1, n_past - 1) for i in range(1, T)]  # the skip frame of each prediction
+    with per_frame_batchnorm(dec, T - 1):
+        full = dec(g, [s[:, src].flatten(0, 1) for s in skips])
+        shared = decode_shared_skips(dec, g, [s[:, :n_past] for s in skips], n_past)
+    torch.testing.assert_close(shared, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("step", ["exact", "fast"])
+def test_recomputation_changes_nothing(step, monkeypatch):
+    # Large batches recompute the full-resolution stages in backward: same loss, gradients
+    # and BatchNorm running statistics as keeping their activations.
+    import lab5.steps as steps
+
+    cfg = get_preset("smoke").replace(prior="learned")
+    out, grads, model = _run(cfg, step, True)
+    monkeypatch.setattr(steps, "RECOMPUTE_ABOVE_FRAMES", 0)
+    out_r, grads_r, model_r = _run(cfg, step, True)
+    assert float(out_r.loss) == pytest.approx(float(out.loss), rel=1e-6)
+    assert _grad_error(grads, grads_r) < 1e-6
+    for (name, b), (_, b_r) in zip(model.named_buffers(), model_r.named_buffers()):
+        torch.testing.assert_close(b_r, b, rtol=1e-6, atol=1e-7, msg=name)
