@@ -143,7 +143,7 @@ def frame_grid(frames, labels: list[str] | None = None, title: str = "", every: 
     for r in range(rows):
         for k in range(cols):
             ax = axes[r, k]
-            ax.imshow(arr[r, k])
+            ax.imshow(arr[r, k], interpolation="nearest")   # crisp pixels, small PNGs
             ax.set_xticks([])
             ax.set_yticks([])
             t = k * every
