@@ -3,7 +3,9 @@
 Each path runs in its own subprocess (so peak RSS is per path) on random data of the
 preset's shapes (frames uniform in [0, 1], a 7-d condition), teacher forcing on, and
 times full training iterations (forward + backward + Adam step): ``--warmup`` untimed,
-then the median of ``--iters``. FLOPs per sequence come from
+then the median of ``--iters`` (``--rounds R`` repeats every path R times, interleaved,
+and takes the median over all timed iterations: other work on a shared machine then
+hits every path alike). FLOPs per sequence come from
 ``torch.utils.flop_counter.FlopCounterMode`` over one iteration at a small batch
 (matmuls and convolutions only; FLOPs are linear in the batch size).
 
@@ -123,6 +125,7 @@ def worker(args: argparse.Namespace) -> dict:
         "gflop_per_seq": flop_per_seq / 1e9,
         "gflop_per_s": flop_per_seq * seq_per_s / 1e9,
         "final_loss": losses[-1],
+        "load_average": os.getloadavg(),
         "config": {k: getattr(cfg, k) for k in ("step", "bf16", "channels_last", "compile", "arch",
                                                 "batch_size", "n_past", "n_future", "g_dim",
                                                 "z_dim", "rnn_size")},
@@ -135,12 +138,30 @@ def worker(args: argparse.Namespace) -> dict:
     return result
 
 
+def _combine(runs: list[dict], batch_size: int) -> dict:
+    """One path's figures over its rounds: median and best of all timed iterations, peak of peaks."""
+    times = [t for r in runs for t in r["iter_times"]]
+    out = dict(runs[-1])
+    out["iter_times"] = times
+    out["sec_per_iter"] = statistics.median(times)
+    out["seq_per_s"] = batch_size / out["sec_per_iter"]
+    out["best_seq_per_s"] = batch_size / min(times)
+    out["gflop_per_s"] = out["gflop_per_seq"] * out["seq_per_s"]
+    out["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
+    if "peak_cuda_mib" in out:
+        out["peak_cuda_mib"] = max(r["peak_cuda_mib"] for r in runs)
+    out["rounds"] = len(runs)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="lab")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every path this many times, interleaved (a loaded machine)")
     parser.add_argument("--paths", default="reference,exact,fast")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
@@ -163,24 +184,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preset {args.preset}, batch {args.batch_size}, {args.warmup} warm-up + {args.iters} timed "
           f"iterations, device {args.device}; load average {load_before[0]:.2f} {load_before[1]:.2f} "
           f"{load_before[2]:.2f}", flush=True)
-    results: dict[str, dict] = {}
     forwarded = sys.argv[1:] if argv is None else argv
-    for path in paths:
-        cmd = [sys.executable, __file__, *forwarded, "--worker", path]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            print(f"error: the {path} path failed (exit {proc.returncode})", file=sys.stderr)
-            return 1
-        results[path] = json.loads(proc.stdout.strip().splitlines()[-1])
+    runs: dict[str, list[dict]] = {path: [] for path in paths}
+    for k in range(args.rounds):  # rounds interleave the paths, so load changes hit all of them
+        for path in paths:
+            cmd = [sys.executable, __file__, *forwarded, "--worker", path]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            if proc.returncode != 0:
+                print(f"error: the {path} path failed (exit {proc.returncode})", file=sys.stderr)
+                return 1
+            runs[path].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            if args.rounds > 1:
+                print(f"  round {k + 1}: {path} {runs[path][-1]['seq_per_s']:.3f} seq/s", flush=True)
+    results = {path: _combine(r, args.batch_size) for path, r in runs.items()}
     base = results.get("reference", {}).get("seq_per_s")
-    print(f"{'path':<10} {'seq/s':>8} {'x ref':>7} {'peak RSS':>10} {'GFLOP/seq':>10} {'GFLOP/s':>8}  config")
+    print(f"{'path':<10} {'seq/s':>8} {'x ref':>7} {'best':>8} {'peak RSS':>10} {'GFLOP/seq':>10} "
+          f"{'GFLOP/s':>8}  config")
     for path, r in results.items():
         r["ratio_to_reference"] = r["seq_per_s"] / base if base else None
         ratio = f"{r['ratio_to_reference']:.2f}" if base else "-"
         flags = ", ".join(f"{k}={r['config'][k]}" for k in ("bf16", "channels_last", "compile"))
         mem = f"{r['peak_rss_mib']:.0f} MiB" + (f" (CUDA {r['peak_cuda_mib']:.0f})" if "peak_cuda_mib" in r else "")
-        print(f"{path:<10} {r['seq_per_s']:8.3f} {ratio:>7} {mem:>10} {r['gflop_per_seq']:10.1f} "
-              f"{r['gflop_per_s']:8.1f}  {flags}")
+        print(f"{path:<10} {r['seq_per_s']:8.3f} {ratio:>7} {r['best_seq_per_s']:8.3f} {mem:>10} "
+              f"{r['gflop_per_seq']:10.1f} {r['gflop_per_s']:8.1f}  {flags}")
+    if base:
+        print("(seq/s: median iteration; best: fastest iteration; ratios use the medians)")
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if args.json:

@@ -101,8 +101,9 @@ class NotebookParams:
 
     @property
     def name(self) -> str:
-        """The run's name: the preset and any overrides that change what is computed."""
-        return run_name(self.preset, self.overrides)
+        """The run's name: the preset, overrides that change what is computed, and the data
+        root's folder name when it is not the embedded set (so runs on other data never collide)."""
+        return run_name(self.preset, self.overrides, self.data_root)
 
     def __str__(self) -> str:
         data = "embedded (simulated)" if self.data_root is None else show_path(self.data_root)
@@ -115,10 +116,13 @@ class NotebookParams:
         return "\n".join(lines)
 
 
-def run_name(preset: str, overrides: dict[str, Any]) -> str:
-    """``demo``, or ``demo,lr=0.001,z_dim=16`` when settings that change the run are overridden."""
+def run_name(preset: str, overrides: dict[str, Any], data_root: str | Path | None = None) -> str:
+    """``demo``; ``demo,lr=0.001,z_dim=16`` when settings that change the run are overridden;
+    ``demo,data=bair`` for a run on the data root ``.../bair`` instead of the embedded set."""
     parts = [f"{k}={overrides[k]}" for k in sorted(overrides)
              if k not in RUNTIME_FIELDS and k not in ("preset",) and overrides[k] is not None]
+    if data_root is not None:
+        parts.append(f"data={Path(data_root).name or 'root'}")
     return ",".join([preset, *parts])
 
 
@@ -174,7 +178,7 @@ def validate_params(notebook: str, values: dict[str, Any]) -> NotebookParams:
     figures = own.get("figures_dir") or home() / "figures"
     run_dir = own.get("run_dir")
     if run_dir is None and notebook == "04_training":
-        run_dir = home() / "runs" / run_name(preset, overrides)
+        run_dir = home() / "runs" / run_name(preset, overrides, own.get("data_root"))
     for name in ("samples", "max_sequences"):
         if name in own and own[name] < (1 if name == "samples" else 0):
             raise ConfigError(f"notebook parameter '{name}' must be >= {1 if name == 'samples' else 0}, "
@@ -279,10 +283,12 @@ def show_path(path: str | Path) -> str:
     from lab5.runs import home
 
     path = Path(path)
-    try:
-        return str(path.resolve().relative_to(home().resolve())) or "."
-    except ValueError:
-        return str(path)
+    for a, b in ((path.absolute(), home().absolute()), (path.resolve(), home().resolve())):
+        try:
+            return str(a.relative_to(b)) or "."
+        except ValueError:
+            continue
+    return str(path)
 
 
 def data_root(params: NotebookParams, evaluation: bool = False) -> Path:
@@ -348,9 +354,12 @@ def save_results(results: dict[str, Any], params: NotebookParams) -> Path:
 
 
 def evaluation_run(params: NotebookParams):
-    """The run 05 evaluates: ``run_dir``, else the shipped demo, else the run of 04.
+    """The run 05 evaluates, and why: ``run_dir`` when given; else, on a user data root, the
+    run 04 trained there (same parameters) if any; else the shipped demo for the demo
+    preset without model overrides; else the run of 04 (saying so when the shipped demo
+    is missing).
 
-    Returns ``(model, cfg, run_dir, device)``; prints which run it is and why.
+    Returns ``(model, cfg, run_dir, device)``.
     """
     from lab5.checkpoint import load_checkpoint
     from lab5.runs import home, load_run, shipped_demo
@@ -360,17 +369,20 @@ def evaluation_run(params: NotebookParams):
         return (d / "best.pt").is_file() or (d / "last.pt").is_file()
 
     own = home() / "runs" / params.name
+    is_demo = run_name(params.preset, params.overrides) == "demo"
     if params.run_dir is not None:
         src = Path(params.run_dir)
-    elif params.name == "demo" and has_run(shipped_demo()):
+    elif params.data_root is not None and has_run(own):
+        src = own
+    elif is_demo and has_run(shipped_demo()):
         src = shipped_demo()
     elif has_run(own):
         src = own
-        if params.name == "demo":
+        if is_demo:
             print(f"note: the shipped demo checkpoint ({show_path(shipped_demo())}) is not there; "
                   f"evaluating the run of 04_training ({show_path(own)}) instead")
     else:
-        where = [show_path(shipped_demo())] if params.name == "demo" else []
+        where = [show_path(shipped_demo())] if is_demo else []
         raise RunDirError(f"no checkpoint to evaluate (looked in {', '.join(where + [show_path(own)])}); "
                           "run 04_training first, or pass run_dir")
     model, cfg, device = load_run(src, params.cfg.device)

@@ -82,6 +82,12 @@ def test_config_fields_are_parameters_and_name_the_run():
     assert p.run_dir == home() / "runs" / "demo,iters_per_epoch=5,lr=0.001"
 
 
+def test_a_user_data_root_names_the_run(tmp_path):
+    ns, base = _ns(**{**wb.NOTEBOOKS["04_training"], "data_root": str(tmp_path / "bair")})
+    p = wb.config_from_params(ns, "04_training", baseline=base)
+    assert p.data_root == tmp_path / "bair" and p.run_dir == home() / "runs" / "demo,data=bair"
+
+
 def test_rebinding_a_setup_name_counts_as_a_parameter():
     ns, base = _ns(**wb.NOTEBOOKS["03_model_build"])
     ns["device"] = "cpu"    # papermill -p device cpu rebinds the setup cell's torch.device
@@ -232,4 +238,5 @@ def test_sweep_runs_training_and_evaluation_per_grid_point(tiny_root, tmp_path):
         folder = out / f"lr={row['lr']}"
         assert (folder / "run" / "best.pt").is_file() and (folder / "05_evaluation.ipynb").is_file()
         assert row["test_psnr"] > 0 and row["best_val_psnr"] > 0
-        assert (folder / "figures" / "05_filmstrip_smoke,lr={}.png".format(row["lr"])).is_file()
+        # figures are named by the run: preset, grid values and the data root's folder name
+        assert (folder / "figures" / f"05_filmstrip_smoke,lr={row['lr']},data=root.png").is_file()
