@@ -5,14 +5,22 @@ over frames t = 1..T−1 of a time-major batch ``x [T,B,3,H,W]``, ``c [T,B,C]``.
 
 * ``reference_step`` is the lab's loop (and SVG-LP's): frame by frame, encoding each
   frame twice per step (as the previous frame and as the posterior's target).
-* ``exact_step`` is the same maths with each ground-truth frame encoded once and reused.
-  Loss and gradients equal the reference's up to float rounding; BatchNorm running
-  statistics differ because each frame passes the encoder once instead of twice.
-* ``fast_step``, under teacher forcing, runs the encoder once over all T·B frames and
-  the decoder once over all (T−1)·B predictions (BatchNorm then normalises over time
-  too: different maths, same quality). Without teacher forcing predictions are fed
-  back, so it falls back to ``exact_step``. bf16 autocast and channels_last are
-  applied by ``train_forward`` for every path.
+* ``exact_step`` is the same maths for 62% of the FLOPs (VGG64, 2 + 10 frames). Each
+  ground-truth frame is encoded once, all T·B frames in one call; under teacher forcing
+  the decoder runs once over all (T−1)·B predictions, and the skip half of each decoder
+  stage's first convolution runs once per distinct skip frame (``decode_shared_skips``).
+  BatchNorm keeps per-frame statistics (``per_frame_batchnorm``), so loss and gradients
+  equal the reference's up to float rounding. BatchNorm *running* statistics differ:
+  one update per call with frame-averaged statistics, instead of one per frame and two
+  for frames encoded twice (they only matter in eval mode).
+* ``fast_step`` is ``exact_step`` with BatchNorm over all T·B frames at once: different
+  maths, same quality (``benchmarks/fast_quality.py``), and with ``bf16`` and
+  ``channels_last`` the speed of oneDNN's bf16 (AMX) kernels. Without teacher forcing
+  predictions are fed back, so it is ``exact_step``.
+
+bf16 autocast and channels_last are applied by ``train_forward`` for every path. Large
+batches (B·T > ``RECOMPUTE_ABOVE_FRAMES``) recompute the full-resolution encoder and
+decoder stages in backward instead of keeping their activations (same results).
 
 Inputs of conditioning frames (index < n_past) are always ground truth; teacher forcing
 decides whether later inputs are ground truth or the model's own previous prediction.

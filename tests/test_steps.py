@@ -128,7 +128,7 @@ def test_fast_without_teacher_forcing_is_exact():
     cfg = get_preset("smoke").replace(prior="learned")
     ex, g_ex, _ = _run(cfg, "exact", False)
     fa, g_fa, _ = _run(cfg, "fast", False)
-    assert float(fa.loss) == float(ex.loss) and _grad_error(g_ex, g_fa) == 0
+    assert fa.loss.item() == ex.loss.item() and _grad_error(g_ex, g_fa) == 0
 
 
 @pytest.mark.parametrize("step", ["fast", "exact"])
@@ -236,7 +236,7 @@ def test_recomputation_changes_nothing(step, monkeypatch):
     out, grads, model = _run(cfg, step, True)
     monkeypatch.setattr(steps, "RECOMPUTE_ABOVE_FRAMES", 0)
     out_r, grads_r, model_r = _run(cfg, step, True)
-    assert float(out_r.loss) == pytest.approx(float(out.loss), rel=1e-6)
+    assert out_r.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
     assert _grad_error(grads, grads_r) < 1e-6
     for (name, b), (_, b_r) in zip(model.named_buffers(), model_r.named_buffers()):
         torch.testing.assert_close(b_r, b, rtol=1e-6, atol=1e-7, msg=name)
