@@ -12,7 +12,7 @@ their difference. The fast path passes if it is within ``--tolerance`` dB (0.3).
 Teacher forcing is held at 1 (the lab's setting, and the regime where the fast path's
 batching applies; without it the fast step is the exact one). Without ``--data`` a
 simulated set (512 train / 128 validation sequences, seed 0) is generated in a temporary
-directory. About 10 minutes on 2 CPU cores with the defaults.
+directory. About 12 minutes on one CPU core with the defaults (``--threads 1``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def train(path: str, args: argparse.Namespace, data: Path, out: Path) -> dict:
 
     overrides = {**PATHS[path], "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch,
                  "tf_ratio": 1.0, "tf_decay_step": 0.0, "val_every": args.epochs,
-                 "val_sequences": args.val_sequences, "seed": args.seed, "device": "cpu"}
+                 "val_sequences": args.val_sequences, "seed": args.seed, "device": "cpu",
+                 "threads": args.threads}
     cfg = make_config(args.preset, overrides=overrides, assignments=args.set or None)
     t0 = time.perf_counter()
     solver = Solver(cfg, data, out / path, force=True, progress=False)
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters-per-epoch", type=int, default=100)
     parser.add_argument("--val-sequences", type=int, default=0, help="0: the whole validation split")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: robust on a shared machine, where two OpenMP "
+                             "threads competing with other work slow the small-op reference 10x)")
     parser.add_argument("--tolerance", type=float, default=0.3, help="allowed |PSNR difference| in dB")
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides for both runs")
     parser.add_argument("--json", type=Path)
