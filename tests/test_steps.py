@@ -3,6 +3,8 @@ fast and bf16 train-mode sanity, and the per-frame BatchNorm they rely on."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -10,9 +12,12 @@ from torch import nn
 from lab5.config import get_preset
 from lab5.models.cvae import CVAE
 from lab5.models.encoders import FrameBatchNorm2d, per_frame_batchnorm
-from lab5.steps import STEPS, train_forward
+from lab5.steps import STEPS, exact_step, train_forward
 
 COND = 7
+# exact_step picks its form by device (per frame on a CPU, batched over time elsewhere);
+# both must equal the reference, so the tests run both wherever they are.
+PATHS = {**STEPS, "exact-batched": functools.partial(exact_step, batched=True)}
 
 
 def _data(cfg, batch: int, dtype=torch.float32):
@@ -29,7 +34,7 @@ def _run(cfg, step: str, teacher_forcing: bool, batch: int = 3, train: bool = Tr
     model = CVAE(cfg, COND).to(dtype).train(train)
     x, c = _data(cfg, batch, dtype)
     torch.manual_seed(0)  # the posterior / learned prior noise
-    out = STEPS[step](model, x, c, 0.7, teacher_forcing, cfg.n_past)
+    out = PATHS[step](model, x, c, 0.7, teacher_forcing, cfg.n_past)
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, grads, model
@@ -56,19 +61,21 @@ SMOKE_CASES = [  # (prior, last_frame_skip)
 ]
 
 
+@pytest.mark.parametrize("exact", ["exact", "exact-batched"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("prior,last_frame_skip", SMOKE_CASES)
-def test_exact_matches_reference_smoke(prior, last_frame_skip, teacher_forcing):
+def test_exact_matches_reference_smoke(prior, last_frame_skip, teacher_forcing, exact):
     cfg = get_preset("smoke").replace(prior=prior, last_frame_skip=last_frame_skip)
     ref, g_ref, _ = _run(cfg, "reference", teacher_forcing)
-    ex, g_ex, _ = _run(cfg, "exact", teacher_forcing)
+    ex, g_ex, _ = _run(cfg, exact, teacher_forcing)
     assert _rel(ex.loss, ref.loss) < 1e-5
     assert _rel(ex.kld, ref.kld) < 1e-5
     assert _grad_error(g_ref, g_ex) < 1e-5
 
 
+@pytest.mark.parametrize("exact", ["exact", "exact-batched"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_exact_matches_reference_per_parameter_float64(teacher_forcing):
+def test_exact_matches_reference_per_parameter_float64(teacher_forcing, exact):
     # In float64 rounding noise vanishes, so every parameter's gradient must agree on its
     # own -- the maths are the same, not merely close. (The losses cast to float32, which
     # bounds the agreement at ~1e-7.)
@@ -76,7 +83,7 @@ def test_exact_matches_reference_per_parameter_float64(teacher_forcing):
     try:
         cfg = get_preset("smoke").replace(prior="learned")
         _, g_ref, _ = _run(cfg, "reference", teacher_forcing, dtype=torch.float64)
-        _, g_ex, _ = _run(cfg, "exact", teacher_forcing, dtype=torch.float64)
+        _, g_ex, _ = _run(cfg, exact, teacher_forcing, dtype=torch.float64)
     finally:
         torch.set_default_dtype(torch.float32)
     scale = torch.cat([g.flatten() for g in g_ref.values()]).norm()
@@ -92,12 +99,13 @@ def test_deterministic_model_exact_matches_reference():
     assert _rel(ex.loss, ref.loss) < 1e-5 and _grad_error(g_ref, g_ex) < 1e-5
 
 
-@pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_exact_matches_reference_vgg64(teacher_forcing):
+@pytest.mark.parametrize("exact,teacher_forcing", [("exact", True), ("exact", False),
+                                                   ("exact-batched", True)])
+def test_exact_matches_reference_vgg64(exact, teacher_forcing):
     # The lab's architecture at a small size: 2 sequences of 2 + 2 frames (~5 s a side).
     cfg = get_preset("lab").replace(n_future=2, prior="learned", rnn_size=32, g_dim=32, z_dim=8)
     ref, g_ref, _ = _run(cfg, "reference", teacher_forcing, batch=2)
-    ex, g_ex, _ = _run(cfg, "exact", teacher_forcing, batch=2)
+    ex, g_ex, _ = _run(cfg, exact, teacher_forcing, batch=2)
     assert _rel(ex.loss, ref.loss) < 1e-5
     assert _grad_error(g_ref, g_ex) < 1e-5
 
@@ -126,7 +134,7 @@ def test_fast_train_mode_close_to_reference(arch):
 
 def test_fast_without_teacher_forcing_is_exact():
     cfg = get_preset("smoke").replace(prior="learned")
-    ex, g_ex, _ = _run(cfg, "exact", False)
+    ex, g_ex, _ = _run(cfg, "exact-batched", False)
     fa, g_fa, _ = _run(cfg, "fast", False)
     assert fa.loss.item() == ex.loss.item() and _grad_error(g_ex, g_fa) == 0
 
@@ -226,7 +234,7 @@ def test_decode_shared_skips_equals_decoder(arch, frames):
     torch.testing.assert_close(shared, full, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("step", ["exact", "fast"])
+@pytest.mark.parametrize("step", ["exact-batched", "fast"])
 def test_recomputation_changes_nothing(step, monkeypatch):
     # Large batches recompute the full-resolution stages in backward: same loss, gradients
     # and BatchNorm running statistics as keeping their activations.

@@ -64,7 +64,10 @@ class FrameBatchNorm2d(nn.BatchNorm2d):
             with torch.no_grad():  # T per-frame updates of a copy each -> their mean
                 self.running_mean.copy_(running_mean.view(T, C).mean(0))
                 self.running_var.copy_(running_var.view(T, C).mean(0))
-        return y.view(x.shape)
+        # A plain view would make the in-place LeakyReLU that follows an in-place op on a view,
+        # which autograd pays for with full-size copies in backward; _unsafe_view is the same
+        # reshape without view tracking (safe: batch_norm's backward does not use its output).
+        return torch.ops.aten._unsafe_view(y, x.shape)
 
 
 @contextlib.contextmanager
