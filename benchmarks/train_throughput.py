@@ -17,7 +17,8 @@ The paths: ``reference`` (per-frame loop, fp32), ``exact`` (encode once, batched
 time with per-frame BatchNorm, fp32), ``fast`` (batched, bf16 autocast, channels_last).
 ``--set-PATH key=value`` overrides a path's config (e.g. ``--set-fast compile=true``).
 Prints, per path, seq/s, the ratio to the reference, peak RSS (and peak CUDA memory),
-GFLOP per sequence and achieved GFLOP/s; ``--json`` writes the same as
+GFLOP per sequence and achieved GFLOP/s, and what one 3x3 convolution reaches on this
+machine in fp32 and bf16 (the ceiling to read GFLOP/s against); ``--json`` writes the same as
 ``{"reference": {...}, "exact": {...}, "fast": {...}, "meta": {...}}``.
 """
 
@@ -154,6 +155,33 @@ def _combine(runs: list[dict], batch_size: int) -> dict:
     return out
 
 
+def conv_ceiling(device: str, threads: int, repeats: int = 10) -> dict[str, float]:
+    """GFLOP/s of one 3x3 convolution (64 -> 64 channels, 16 x 64 x 64), fp32 and bf16
+    channels_last: what this machine's convolution kernels reach, to read the paths'
+    GFLOP/s against (the machine, not lab5, sets that ceiling)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    x = torch.randn(16, 64, 64, 64, device=dev)
+    w = torch.randn(64, 64, 3, 3, device=dev)
+    flops = 2 * x.numel() * w[0].numel()  # one multiply-add per input channel x tap per output
+    out = {}
+    for name, dtype, fmt in (("fp32", torch.float32, torch.contiguous_format),
+                             ("bf16", torch.bfloat16, torch.channels_last)):
+        xi, wi = x.to(dtype).contiguous(memory_format=fmt), w.to(dtype).contiguous(memory_format=fmt)
+        times = []
+        for _ in range(repeats + 2):
+            _sync(dev)
+            t0 = time.perf_counter()
+            torch.nn.functional.conv2d(xi, wi, padding=1)
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+        out[name] = flops / statistics.median(times[2:]) / 1e9
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="lab")
@@ -209,12 +237,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['gflop_per_seq']:10.1f} {r['gflop_per_s']:8.1f}  {flags}")
     if base:
         print("(seq/s: median iteration; best: fastest iteration; ratios use the medians)")
+    ceiling = conv_ceiling(args.device, args.threads)
+    print(f"this machine's 3x3 convolution (16x64x64x64): fp32 {ceiling['fp32']:.0f} GFLOP/s, "
+          f"bf16 channels_last {ceiling['bf16']:.0f} GFLOP/s")
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     if args.json:
         meta = {"preset": args.preset, "batch_size": args.batch_size, "iters": args.iters,
                 "warmup": args.warmup, "device": args.device, "load_before": load_before,
-                "load_after": load_after, "cpu_count": os.cpu_count()}
+                "load_after": load_after, "cpu_count": os.cpu_count(),
+                "conv3x3_gflop_per_s": ceiling}
         args.json.write_text(json.dumps({**results, "meta": meta}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
