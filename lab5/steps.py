@@ -282,9 +282,9 @@ def exact_step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
     Batching over time (with per-frame BatchNorm statistics) pays on a GPU: T times fewer,
     larger kernels. On a CPU it does not: glibc serves every tensor above 32 MiB with
     fresh mmap'd pages, so each iteration page-faults through gigabytes of activations,
-    which costs more than batching saves (lab preset, batch 16, fp32, 2 cores: 1.60x the
-    reference's sequences/s frame by frame, 1.37x batched). Frame by frame, tensors are
-    small enough for malloc to reuse.
+    which costs more than batching saves (lab preset, batch 16, fp32, 2 cores: 1.57x the
+    reference's sequences/s frame by frame in the README's benchmark; 1.37x batched in a
+    development run). Frame by frame, tensors are small enough for malloc to reuse.
     """
     if batched is None:
         batched = x.device.type != "cpu"
