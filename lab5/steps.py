@@ -223,7 +223,8 @@ def _encode_once(model: CVAE, x: torch.Tensor, batched: bool, per_frame_bn: bool
     if not batched:
         return [model.encoder(x[t]) for t in range(T)], None
     recomputed = list(model.encoder.children())[:2] if B * T > RECOMPUTE_ABOVE_FRAMES else []
-    with per_frame_batchnorm(model.encoder, T if per_frame_bn else 1), _recompute_in_backward(recomputed):
+    with per_frame_batchnorm(model.encoder, T if per_frame_bn else 1, updates=T), \
+            _recompute_in_backward(recomputed):
         h_all, skips_all = model.encoder(_sample_major(x))
     h_all = h_all.view(B, T, -1)
     skips_all = [s.view(B, T, *s.shape[1:]) for s in skips_all]
@@ -265,7 +266,7 @@ def _step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float, teacher_fo
         mse = mse + frame_mse(x_pred, x[i])
     if decode_after:
         g = torch.stack(codes, 1).flatten(0, 1)
-        with per_frame_batchnorm(model.decoder, T - 1 if per_frame_bn else 1):
+        with per_frame_batchnorm(model.decoder, T - 1 if per_frame_bn else 1, updates=T - 1):
             if model.last_frame_skip:  # frame i takes the skips of frame i−1
                 x_hat = model.decoder(g, [s[:, :T - 1].flatten(0, 1) for s in skips_all])
             else:

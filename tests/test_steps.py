@@ -196,10 +196,27 @@ def test_per_frame_batchnorm_equals_frame_loop(channels_last):
     torch.testing.assert_close(xb.grad.view(B, T, C, 6, 6), xl.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn_batched.weight.grad, bn_loop.weight.grad, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn_batched.bias.grad, bn_loop.bias.grad, rtol=1e-4, atol=1e-5)
-    # Running statistics: one update with the frame-averaged statistics (documented difference).
+    # Running statistics: one update with the frame-averaged statistics (documented
+    # difference), decaying the old ones (zero here) as T per-frame updates would.
     frame_means = x.transpose(1, 2).reshape(B, C, T, -1).mean((0, 3)).T  # [T, C]
-    torch.testing.assert_close(bn_batched.running_mean, 0.1 * frame_means.mean(0), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(bn_batched.running_mean, (1 - 0.9 ** T) * frame_means.mean(0),
+                               rtol=1e-4, atol=1e-6)
     assert int(bn_batched.num_batches_tracked) == 1
+    assert bn_batched.updates == 1  # restored on exit
+
+
+def test_batchnorm_over_all_frames_decays_running_statistics_per_frame():
+    # The fast path normalises T frames together; its running statistics must move as far
+    # as the per-frame loop's T updates move them, not T times less.
+    T, C = 4, 3
+    x = torch.randn(8 * T, C, 5, 5) + 2
+    bn = FrameBatchNorm2d(C)
+    with per_frame_batchnorm(bn, 1, updates=T):
+        bn(x)
+    torch.testing.assert_close(bn.running_mean, (1 - 0.9 ** T) * x.mean((0, 2, 3)), rtol=1e-4, atol=1e-6)
+    bn_plain = FrameBatchNorm2d(C)
+    bn_plain(x)  # outside the block: a plain BatchNorm2d update, momentum 0.1
+    torch.testing.assert_close(bn_plain.running_mean, 0.1 * x.mean((0, 2, 3)), rtol=1e-4, atol=1e-6)
 
 
 def test_frame_batchnorm_is_a_plain_batchnorm():

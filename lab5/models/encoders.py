@@ -33,26 +33,38 @@ class FrameBatchNorm2d(nn.BatchNorm2d):
     exactly what T separate calls on the frame batches compute, since convolutions act on
     each sample alone. No copy is made for a contiguous (NCHW) input.
 
-    Running statistics: the reference updates them once per frame call, in frame order;
-    here they take one momentum update with the frame-averaged batch statistics. Eval
-    mode (running statistics, per sample) is unaffected by ``frames``.
+    Running statistics: the per-frame loop updates them once per frame call, in frame
+    order. A call that stands for ``updates`` such calls takes one update with the
+    frame-averaged batch statistics (or, with ``frames = 1``, the statistics over all
+    frames) at momentum 1 − (1 − m)^updates, so the old statistics decay as much as they
+    would over the loop's calls. With plain momentum m they would lag ~``updates`` times
+    further behind the weights, which costs validation PSNR in eval mode (measured with
+    ``benchmarks/fast_quality.py``). Eval mode (running statistics, per sample) is
+    unaffected by ``frames`` and ``updates``.
     """
 
     frames: int = 1
+    updates: int = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = self.frames
-        if T == 1 or not self.training:
+        if not self.training or (T == 1 and self.updates == 1):
             return super().forward(x)
         N, C = x.shape[:2]
         if N % T:
             raise ValueError(f"per-frame BatchNorm over {T} frames got a batch of {N} rows")
         track = self.track_running_stats and self.running_mean is not None
-        momentum = self.momentum if self.momentum is not None else 0.0
+        momentum = 0.0
         if track:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
                 momentum = 1.0 / float(self.num_batches_tracked)
+            else:
+                momentum = 1.0 - (1.0 - self.momentum) ** self.updates
+        if T == 1:
+            return F.batch_norm(x, self.running_mean if track else None, self.running_var if track else None,
+                                self.weight, self.bias, True, momentum, self.eps)
+        if track:
             running_mean, running_var = self.running_mean.repeat(T), self.running_var.repeat(T)
         else:
             running_mean = running_var = None
@@ -71,16 +83,18 @@ class FrameBatchNorm2d(nn.BatchNorm2d):
 
 
 @contextlib.contextmanager
-def per_frame_batchnorm(module: nn.Module, frames: int) -> Iterator[None]:
-    """Within the block, every FrameBatchNorm2d of ``module`` normalises ``frames`` frames separately."""
+def per_frame_batchnorm(module: nn.Module, frames: int, updates: int | None = None) -> Iterator[None]:
+    """Within the block, every FrameBatchNorm2d of ``module`` normalises ``frames`` frames
+    separately, and a call updates the running statistics as ``updates`` per-frame calls
+    would (default ``frames``; a call over T frames normalised together passes T)."""
     layers = [m for m in module.modules() if isinstance(m, FrameBatchNorm2d)]
     for m in layers:
-        m.frames = frames
+        m.frames, m.updates = frames, updates or frames
     try:
         yield
     finally:
         for m in layers:
-            m.frames = 1
+            m.frames = m.updates = 1
 
 
 class VggLayer(nn.Sequential):
