@@ -37,10 +37,9 @@ class FrameBatchNorm2d(nn.BatchNorm2d):
     order. A call that stands for ``updates`` such calls takes one update with the
     frame-averaged batch statistics (or, with ``frames = 1``, the statistics over all
     frames) at momentum 1 − (1 − m)^updates, so the old statistics decay as much as they
-    would over the loop's calls. With plain momentum m they would lag ~``updates`` times
-    further behind the weights, which costs validation PSNR in eval mode (measured with
-    ``benchmarks/fast_quality.py``). Eval mode (running statistics, per sample) is
-    unaffected by ``frames`` and ``updates``.
+    would over the loop's calls; with plain momentum m they would lag ~``updates`` times
+    further behind the weights than the loop's do. Eval mode (running statistics, per
+    sample) is unaffected by ``frames`` and ``updates``.
     """
 
     frames: int = 1
