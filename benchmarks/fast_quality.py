@@ -1,24 +1,35 @@
 """Benchmark: does the fast path train as well as the reference?
 
-Trains the same small config twice on the same data and seed -- once with the reference
-step (per-frame loop, fp32), once with the fast step (batched over time with BatchNorm
-over all frames, bf16 autocast, channels_last) -- for the same number of iterations, then
-prints both validation PSNRs (the lab protocol: 2 frames in, 10 predicted, fed back) and
-their difference. The fast path passes if it is within ``--tolerance`` dB (0.3).
+Trains the same small config with the reference step (per-frame loop, fp32) and the fast
+step (batched over time with BatchNorm over all frames, bf16 autocast, channels_last) --
+optionally also the exact step (the reference's maths, encode once, fp32) -- on the same
+data, for the same number of iterations, at each seed, then prints each validation PSNR
+(the lab protocol: 2 frames in, 10 predicted, fed back), the mean per path, and the
+difference of the means. The fast path passes if that difference is within
+``--tolerance`` dB (0.3).
 
     python benchmarks/fast_quality.py [--data ROOT] [--preset demo] [--epochs 3]
-        [--iters-per-epoch 100] [--json OUT] [--set KEY=VALUE ...]
+        [--iters-per-epoch 100] [--seeds 42,43] [--paths reference,fast,exact]
+        [--json OUT] [--set KEY=VALUE ...]
+
+Why several seeds: training is chaotic. Paths whose losses and gradients agree to 1e-5
+(reference and exact) still end on different trajectories after a few hundred updates,
+and so does one path run with 1 or 2 threads (summation order); after 1,000 iterations of
+the demo model the validation PSNR differs by a few tenths of a dB from such rounding alone.
+One run per path measures that noise as much as the path.
 
 Teacher forcing is held at 1 (the lab's setting, and the regime where the fast path's
 batching applies; without it the fast step is the exact one). Without ``--data`` a
 simulated set (512 train / 128 validation sequences, seed 0) is generated in a temporary
-directory. About 12 minutes on one CPU core with the defaults (``--threads 1``).
+directory. With ``--data data/embedded-seed0 --threads 2 --epochs 5 --iters-per-epoch 200``
+one seed takes about 17 minutes for the reference, 11 for exact and 6 for fast on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -27,20 +38,21 @@ from pathlib import Path
 PATHS = {
     "reference": {"step": "reference", "bf16": False, "channels_last": False},
     "fast": {"step": "fast", "bf16": True, "channels_last": True},
+    "exact": {"step": "exact", "bf16": False, "channels_last": False},
 }
 
 
-def train(path: str, args: argparse.Namespace, data: Path, out: Path) -> dict:
+def train(path: str, seed: int, args: argparse.Namespace, data: Path, out: Path) -> dict:
     from lab5.config import make_config
     from lab5.solver import Solver
 
     overrides = {**PATHS[path], "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch,
                  "tf_ratio": 1.0, "tf_decay_step": 0.0, "val_every": args.epochs,
-                 "val_sequences": args.val_sequences, "seed": args.seed, "device": "cpu",
+                 "val_sequences": args.val_sequences, "seed": seed, "device": "cpu",
                  "threads": args.threads}
     cfg = make_config(args.preset, overrides=overrides, assignments=args.set or None)
     t0 = time.perf_counter()
-    solver = Solver(cfg, data, out / path, force=True, progress=False)
+    solver = Solver(cfg, data, out / f"{path}-{seed}", force=True, progress=False)
     history = solver.fit()
     seconds = time.perf_counter() - t0
     last = history[-1]
@@ -57,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--iters-per-epoch", type=int, default=100)
     parser.add_argument("--val-sequences", type=int, default=0, help="0: the whole validation split")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", default="42", help="comma-separated training seeds, each run per path")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: robust on a shared machine, where two OpenMP "
                              "threads competing with other work slow the small-op reference 10x)")
@@ -70,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     if not paths or set(paths) - set(PATHS):
         parser.error(f"--paths: choose from {list(PATHS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
+    if not seeds:
+        parser.error("--seeds: give at least one seed")
 
     with tempfile.TemporaryDirectory(prefix="lab5-quality-") as tmp:
         tmp = Path(tmp)
@@ -81,28 +99,33 @@ def main(argv: list[str] | None = None) -> int:
             data = tmp / "data"
             make_synthetic(data, train=512, validate=128, test=0, seed=0, progress=False)
             build_cache(data)
-        results = {}
-        for path in paths:
-            print(f"training {path} ...", flush=True)
-            results[path] = train(path, args, data, tmp)
-            r = results[path]
-            print(f"  {path}: val PSNR {r['val_psnr']:.2f} dB, train loss {r['train_loss']:.4f}, "
-                  f"{r['iterations']} iterations in {r['seconds']:.0f} s", flush=True)
-    if len(results) < 2:  # one path: nothing to compare
-        if args.json:
-            args.json.write_text(json.dumps(results, indent=2) + "\n")
-        return 0
-    diff = results["fast"]["val_psnr"] - results["reference"]["val_psnr"]
-    ok = abs(diff) <= args.tolerance
-    print(f"val PSNR: reference {results['reference']['val_psnr']:.2f} dB, fast {results['fast']['val_psnr']:.2f} dB, "
-          f"difference {diff:+.2f} dB ({'within' if ok else 'OUTSIDE'} ±{args.tolerance} dB); "
-          f"wall time reference {results['reference']['seconds']:.0f} s, fast {results['fast']['seconds']:.0f} s")
+        runs: dict[str, dict[str, dict]] = {path: {} for path in paths}
+        for seed in seeds:
+            for path in paths:
+                print(f"training {path}, seed {seed} ...", flush=True)
+                r = runs[path][str(seed)] = train(path, seed, args, data, tmp)
+                print(f"  {path}, seed {seed}: val PSNR {r['val_psnr']:.2f} dB, train loss "
+                      f"{r['train_loss']:.4f}, {r['iterations']} iterations in {r['seconds']:.0f} s", flush=True)
+    mean = {path: statistics.fmean(r["val_psnr"] for r in runs[path].values()) for path in paths}
+    spread = {path: (statistics.stdev(r["val_psnr"] for r in runs[path].values()) if len(seeds) > 1 else None)
+              for path in paths}
+    for path in paths:
+        values = ", ".join(f"{r['val_psnr']:.2f}" for r in runs[path].values())
+        sd = f" (sd {spread[path]:.2f})" if spread[path] is not None else ""
+        print(f"{path}: val PSNR mean {mean[path]:.2f} dB{sd} over seeds {args.seeds}: {values}")
+    out: dict = {"runs": runs, "mean_val_psnr": mean, "sd_val_psnr": spread, "seeds": seeds,
+                 "data": str(args.data or "generated"), "threads": args.threads}
+    ok = True
+    if "reference" in mean and "fast" in mean:
+        diff = mean["fast"] - mean["reference"]
+        ok = abs(diff) <= args.tolerance
+        print(f"mean val PSNR difference fast - reference: {diff:+.2f} dB "
+              f"({'within' if ok else 'OUTSIDE'} ±{args.tolerance} dB)")
+        out.update(difference_db=diff, within_tolerance=ok)
     if args.json:
-        args.json.write_text(json.dumps({**results, "difference_db": diff, "within_tolerance": ok,
-                                         "data": str(args.data or "generated")}, indent=2) + "\n")
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0 if ok else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

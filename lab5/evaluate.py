@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from lab5.progress import progress_bar
 
 from lab5.models.cvae import CVAE
 from lab5.steps import _uses_skip_of
@@ -110,7 +110,7 @@ def evaluate_model(model: CVAE, dataset: Dataset, n_past: int, n_future: int, sa
     def run(ds: Dataset, n_samples: int, tag: str, want_ssim: bool) -> tuple[np.ndarray, np.ndarray | None]:
         gen = torch.Generator(device=device).manual_seed(seed)
         psnr, ssim = [], []
-        for x, c in tqdm(DataLoader(ds, batch_size=batch_size), desc=tag, disable=not progress, leave=False):
+        for x, c in progress_bar(DataLoader(ds, batch_size=batch_size), desc=tag, disable=not progress, leave=False):
             x, c = x[:, :T].to(device), c[:, :T].to(device)
             truth = x[:, n_past:T]
             p_s, s_s = [], []

@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from lab5.progress import progress_bar
 from lab5.checkpoint import (FORMAT, CheckpointError, check_compatible, checkpoint_config,
                              load_checkpoint, save_checkpoint)
 from lab5.config import Config, ConfigError
@@ -283,8 +284,9 @@ class Solver:
         loader = DataLoader(self.train_set, batch_sampler=mine, num_workers=cfg.num_workers,
                             pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(cfg.seed * 100_003 + self.epoch))
-        bar = tqdm(loader, total=len(batches), initial=self.iteration, disable=not (self.progress and self.dist.main),
-                   desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False)
+        bar = progress_bar(loader, total=len(batches), initial=self.iteration,
+                           disable=not (self.progress and self.dist.main),
+                           desc=f"epoch {self.epoch + 1}/{cfg.epochs}", leave=False)
         for x, c in bar:
             x = x.to(self.device, non_blocking=True)
             c = c.to(self.device, non_blocking=True)
@@ -302,7 +304,7 @@ class Solver:
             self.acc["tf"] += use_tf
             self.acc["n"] += 1
             self.iteration += 1
-            bar.set_postfix(loss=f"{self.acc['loss'] / self.acc['n']:.4f}")
+            bar.set_postfix(loss=f"{self.acc['loss'] / self.acc['n']:.4f}", refresh=False)
             if cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0 and self.iteration < len(batches):
                 self.save()
         bar.close()

@@ -39,3 +39,25 @@ def test_train_throughput_json_contract(tmp_path):
 def test_train_throughput_rejects_unknown_path():
     proc = _run("train_throughput.py", "--paths", "reference,turbo")
     assert proc.returncode != 0 and "turbo" in proc.stderr
+
+
+@pytest.mark.slow
+def test_fast_quality_json_contract(tmp_path, tiny_root):
+    out = tmp_path / "quality.json"
+    proc = _run("fast_quality.py", "--data", str(tiny_root), "--preset", "smoke", "--epochs", "1",
+                "--iters-per-epoch", "1", "--seeds", "1,2", "--paths", "reference,fast",
+                "--val-sequences", "4", "--tolerance", "100", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["runs"]) == {"reference", "fast"} and result["seeds"] == [1, 2]
+    for path in ("reference", "fast"):
+        psnrs = [r["val_psnr"] for r in result["runs"][path].values()]
+        assert len(psnrs) == 2 and result["mean_val_psnr"][path] == pytest.approx(sum(psnrs) / 2)
+    assert result["difference_db"] == pytest.approx(result["mean_val_psnr"]["fast"]
+                                                    - result["mean_val_psnr"]["reference"])
+    assert result["within_tolerance"] is True
+
+
+def test_fast_quality_rejects_bad_seeds():
+    proc = _run("fast_quality.py", "--seeds", "1,x")
+    assert proc.returncode != 0 and "--seeds" in proc.stderr

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 import numpy as np
-from tqdm.auto import tqdm
+from lab5.progress import progress_bar
 
 from lab5.data.dataset import (
     ACTIONS_CSV,
@@ -199,7 +199,7 @@ def _build_split(root: Path, split: str, cdir: Path, progress: bool) -> dict[str
     try:
         frames_mm = np.lib.format.open_memmap(frames_tmp, mode="w+", dtype=np.uint8, shape=(n, t, 3, s, s))
         cond_mm = np.lib.format.open_memmap(cond_tmp, mode="w+", dtype=np.float32, shape=(n, t, c))
-        bar = tqdm(sequences, desc=f"cache {split}", unit="seq", disable=not progress)
+        bar = progress_bar(sequences, desc=f"cache {split}", unit="seq", disable=not progress)
         for i, seq in enumerate(bar):
             if i == 0:
                 frames, cond, seq_info = first_frames, first_cond, info

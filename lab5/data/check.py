@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from lab5.progress import progress_bar
 
 from lab5.data.dataset import (
     SPLITS,
@@ -78,7 +78,7 @@ def check_root(
     for split in splits:
         sequences = find_sequences(root, split)
         frames_total = 0
-        for seq in tqdm(sequences, desc=f"check {split}", unit="seq", disable=not progress):
+        for seq in progress_bar(sequences, desc=f"check {split}", unit="seq", disable=not progress):
             frames, _, info = read_sequence_info(seq, image_size=ref[2] if ref else None)
             if ref is None:
                 ref = (seq, info, frames.shape[1])

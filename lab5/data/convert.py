@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from lab5.progress import progress_bar
 from lab5.data.dataset import DatasetError, PathLike, natural_key, write_sequence
 
 STATE_NAME = ".lab5_convert.json"
@@ -235,7 +236,7 @@ def convert_bair(
     todo = [(split, p) for split, p in plan if p.relative_to(src).as_posix() not in done]
     counts: dict[str, int] = {}
     written = skipped = 0
-    with tqdm(
+    with progress_bar(
         total=sum(p.stat().st_size for _, p in todo),
         desc="convert-bair",
         unit="B",

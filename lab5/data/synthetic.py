@@ -849,9 +849,9 @@ def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: i
     n_workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     n_workers = min(n_workers, max(1, len(jobs)))
     psnr: dict[str, list[float]] = {s: [] for s in SPLITS}
-    from tqdm.auto import tqdm
+    from lab5.progress import progress_bar
 
-    bar = tqdm(total=len(jobs), desc="make-synthetic", unit="seq", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="make-synthetic", unit="seq", disable=not progress)
     try:
         if n_workers == 1:
             results: Iterable[tuple[str, float]] = map(_write_one, jobs)
