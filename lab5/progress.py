@@ -2,12 +2,13 @@
 
 In a notebook a tqdm bar is an ipywidget, and every refresh sends comm messages on the
 kernel's IOPub channel. By default tqdm refreshes whenever 0.1 s has passed, and
-``set_postfix`` forces a refresh, so a training epoch refreshed per iteration: the demo
-preset's training cell sent about 1,000 messages per 600 iterations. JupyterLab reads them
-as they come; nbval reads them only after the cell has finished, with a 5-second limit
-per message, and under CI load the backlog timed the cell out ("Timeout of 5 seconds
-exceeded waiting for output"). Each bar here refreshes at most about ``REFRESHES`` times
-over its total, plus once when it closes.
+``set_postfix`` forces a refresh, so a bar refreshes about once per training step: a loop
+shaped like the demo preset's training (six bars of 100 steps, a postfix per step) sends
+about 900 messages; with these bars about 150 (tests/test_progress.py). JupyterLab reads
+them as they come; nbval reads them only after the cell has finished, waiting at most 5 s
+for each, and CI once failed 04_training with "Timeout of 5 seconds exceeded waiting for
+output". Each bar here refreshes at most about ``REFRESHES`` times over its total, plus
+once when it closes.
 """
 
 from __future__ import annotations
