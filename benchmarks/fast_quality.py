@@ -22,7 +22,7 @@ Teacher forcing is held at 1 (the lab's setting, and the regime where the fast p
 batching applies; without it the fast step is the exact one). Without ``--data`` a
 simulated set (512 train / 128 validation sequences, seed 0) is generated in a temporary
 directory. With ``--data data/embedded-seed0 --threads 2 --epochs 5 --iters-per-epoch 200``
-one seed takes about 17 minutes for the reference, 11 for exact and 6 for fast on 2 cores.
+one seed takes about 13 minutes for the reference, 10 for exact and 6 for fast on 2 cores.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -77,6 +77,14 @@ def _run_lab5(*args: object, timeout: float = 180) -> "subprocess.CompletedProce
 
     return subprocess.run([sys.executable, "-m", "lab5", *map(str, args)], cwd=REPO, env=CLI_ENV,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def cli_popen_kwargs() -> dict[str, Any]:
+    """``cwd`` and ``env`` for a ``python -m lab5`` subprocess started by hand (as ``lab5_cli``
+    runs it). A fixture, not an import: ``from conftest import ...`` would find whichever
+    conftest.py pytest loaded under that name first (notebooks/ has one too)."""
+    return {"cwd": REPO, "env": CLI_ENV}
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from conftest import CLI_ENV, REPO
 from lab5.cli import main as lab5_main
 
 EPOCHS = 3
@@ -61,9 +60,9 @@ def _assert_tensors_close(a: Any, b: Any, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def uninterrupted(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory, cli_popen_kwargs) -> Path:
     run_dir = tmp_path_factory.mktemp("resume") / "A"
-    r = subprocess.run(_train_cmd(tiny_root, run_dir), cwd=REPO, env=CLI_ENV, capture_output=True,
+    r = subprocess.run(_train_cmd(tiny_root, run_dir), **cli_popen_kwargs, capture_output=True,
                        text=True, timeout=180)
     assert r.returncode == 0, r.stderr
     return run_dir
@@ -81,9 +80,9 @@ KILL_POINTS: dict[str, Callable[[Path], bool]] = {
 
 @pytest.mark.parametrize("kill_point", list(KILL_POINTS))
 def test_sigkill_then_resume_matches_uninterrupted(kill_point: str, uninterrupted: Path, tiny_root: Path,
-                                                   tmp_path: Path, lab5_cli) -> None:
+                                                   tmp_path: Path, lab5_cli, cli_popen_kwargs) -> None:
     run_dir = tmp_path / "B"
-    proc = subprocess.Popen(_train_cmd(tiny_root, run_dir), cwd=REPO, env=CLI_ENV,
+    proc = subprocess.Popen(_train_cmd(tiny_root, run_dir), **cli_popen_kwargs,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
