@@ -109,7 +109,14 @@ def lab(tmp_path_factory) -> Iterator[dict]:
         f = home / "settings" / rel
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(json.dumps(value))
-    env = dict(os.environ,
+    # Run All sends every cell's request at once; after an error the kernel aborts only the
+    # requests that have already reached it (ipykernel's stop_on_error_timeout is 0 s), so
+    # on a loaded machine a later cell could still run (CI once saw the cell after a
+    # SyntaxError execute). Two seconds make the abort cover them, as the UI intends.
+    profile = home / "ipython" / "profile_default"
+    profile.mkdir(parents=True)
+    (profile / "ipython_kernel_config.py").write_text("c.Kernel.stop_on_error_timeout = 2.0\n")
+    env = dict(os.environ, IPYTHONDIR=str(home / "ipython"),
                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(home / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
                MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1")
