@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 from torch.utils.data import DataLoader, Dataset
-from lab5.progress import progress_bar
 
 from lab5.models.cvae import CVAE
+from lab5.progress import progress_bar
 from lab5.steps import _uses_skip_of
 
 Z_SOURCE = "posterior z on conditioning frames, prior z on predicted frames"

@@ -31,13 +31,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from lab5.progress import progress_bar
 from lab5.checkpoint import (FORMAT, CheckpointError, check_compatible, checkpoint_config,
                              load_checkpoint, save_checkpoint)
 from lab5.config import Config, ConfigError
 from lab5.data.dataset import BairDataset
 from lab5.evaluate import generate, psnr_per_frame
 from lab5.models.cvae import CVAE
+from lab5.progress import progress_bar
 from lab5.schedules import KLAnnealing, TeacherForcing
 from lab5.steps import train_forward
 

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 import numpy as np
-from lab5.progress import progress_bar
 
 from lab5.data.dataset import (
     ACTIONS_CSV,
@@ -41,6 +40,7 @@ from lab5.data.dataset import (
     find_sequences,
     read_sequence_info,
 )
+from lab5.progress import progress_bar
 
 CACHE_DIRNAME = ".lab5_cache"
 FORMAT = "lab5-bair-cache"

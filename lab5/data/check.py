@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab5.progress import progress_bar
-
 from lab5.data.dataset import (
     SPLITS,
     DatasetError,
@@ -21,6 +19,7 @@ from lab5.data.dataset import (
     find_sequences,
     read_sequence_info,
 )
+from lab5.progress import progress_bar
 
 
 @dataclass

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from lab5.progress import progress_bar
 from lab5.data.dataset import DatasetError, PathLike, natural_key, write_sequence
+from lab5.progress import progress_bar
 
 STATE_NAME = ".lab5_convert.json"
 STATE_FORMAT = "lab5-convert"
