@@ -14,8 +14,16 @@ hits every path alike). FLOPs per sequence come from
     python benchmarks/train_throughput.py --preset lab --batch-size 64 --paths fast --iters 2
 
 The paths: ``reference`` (per-frame loop, fp32), ``exact`` (encode once, batched over
-time with per-frame BatchNorm, fp32), ``fast`` (batched, bf16 autocast, channels_last).
-``--set-PATH key=value`` overrides a path's config (e.g. ``--set-fast compile=true``).
+time with per-frame BatchNorm, fp32), ``fast`` (batched, ``bf16=auto``, the preset's
+``channels_last``: for ``demo`` that is the demo's default step). ``--set-PATH key=value``
+overrides a path's config (e.g. ``--set-fast compile=true`` or ``bf16=false``). On a CPU
+every path runs with ``lab5.hardware.tune_cpu_allocator``, as the Solver trains.
+
+``--isa avx2`` re-runs everything with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``:
+on an AVX-512 machine PyTorch and oneDNN then dispatch only AVX2 kernels, which measures
+the AVX2 path (bf16 emulated) on any host. ``meta`` in the JSON records the CPU model,
+ATen's capability, native bf16 and the ISA setting; each path records what bf16 and
+channels_last resolved to.
 Prints, per path, seq/s, the ratio to the reference, peak RSS (and peak CUDA memory),
 GFLOP per sequence and achieved GFLOP/s, and what one 3x3 convolution reaches on this
 machine in fp32 and bf16 (the ceiling to read GFLOP/s against); ``--json`` writes the same as
@@ -38,8 +46,10 @@ from pathlib import Path
 PATH_CONFIG = {
     "reference": {"step": "reference", "bf16": False, "channels_last": False, "compile": False},
     "exact": {"step": "exact", "bf16": False, "channels_last": False, "compile": False},
-    "fast": {"step": "fast", "bf16": True, "channels_last": True, "compile": False},
+    "fast": {"step": "fast", "bf16": "auto", "compile": False},
 }
+# What --isa sets (before torch is imported: both libraries read them once).
+ISA_ENV = {"avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 COND_DIM = 7  # action (4) + end-effector position (3), as in BAIR
 
 
@@ -64,8 +74,8 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from lab5.hardware import resolve_device, resolve_precision, tune_cpu_allocator
     from lab5.models.cvae import CVAE
-    from lab5.solver import resolve_device
     from lab5.steps import train_forward
 
     path = args.worker
@@ -73,9 +83,14 @@ def worker(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.bf16, cfg.channels_last, device)
+    if precision.warning():
+        print(precision.warning(), file=sys.stderr)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     torch.manual_seed(cfg.seed)
     model = CVAE(cfg, COND_DIM).to(device)
-    if cfg.channels_last:
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -130,6 +145,7 @@ def worker(args: argparse.Namespace) -> dict:
         "config": {k: getattr(cfg, k) for k in ("step", "bf16", "channels_last", "compile", "arch",
                                                 "batch_size", "n_past", "n_future", "g_dim",
                                                 "z_dim", "rnn_size")},
+        "resolved": {"bf16": precision.bf16, "channels_last": precision.channels_last},
         "threads": torch.get_num_threads(),
         "device": str(device),
     }
@@ -182,6 +198,16 @@ def conv_ceiling(device: str, threads: int, repeats: int = 10) -> dict[str, floa
     return out
 
 
+def machine_meta(device: str) -> dict:
+    """The CPU model, ATen's capability, native bf16 on ``device`` and the ISA settings."""
+    from lab5.hardware import cpu_capability, cpu_model, native_bf16
+
+    return {"cpu_model": cpu_model(), "cpu_capability": cpu_capability(),
+            "native_bf16": native_bf16(device),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY", "default")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="lab")
@@ -194,12 +220,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps torch's default")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--isa", choices=sorted(ISA_ENV),
+                        help="dispatch only these kernels (avx2: measure the AVX2 path on an AVX-512 host)")
     for path in PATH_CONFIG:
         parser.add_argument(f"--set-{path}", nargs="*", metavar="KEY=VALUE",
                             help=f"config overrides for the {path} path")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.isa and any(os.environ.get(k) != v for k, v in ISA_ENV[args.isa].items()):
+        # Set before torch loads, for this process (the conv ceiling) and every worker.
+        os.environ.update(ISA_ENV[args.isa])
+        os.execv(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)])
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
@@ -231,13 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     for path, r in results.items():
         r["ratio_to_reference"] = r["seq_per_s"] / base if base else None
         ratio = f"{r['ratio_to_reference']:.2f}" if base else "-"
-        flags = ", ".join(f"{k}={r['config'][k]}" for k in ("bf16", "channels_last", "compile"))
+        flags = ", ".join(f"{k}={r['resolved'][k]}" + (" (auto)" if r["config"][k] == "auto" else "")
+                          for k in ("bf16", "channels_last")) + f", compile={r['config']['compile']}"
         mem = f"{r['peak_rss_mib']:.0f} MiB" + (f" (CUDA {r['peak_cuda_mib']:.0f})" if "peak_cuda_mib" in r else "")
         print(f"{path:<10} {r['seq_per_s']:8.3f} {ratio:>7} {r['best_seq_per_s']:8.3f} {mem:>10} "
               f"{r['gflop_per_seq']:10.1f} {r['gflop_per_s']:8.1f}  {flags}")
     if base:
         print("(seq/s: median iteration; best: fastest iteration; ratios use the medians)")
     ceiling = conv_ceiling(args.device, args.threads)
+    machine = machine_meta(args.device)
+    print(f"machine: {machine['cpu_model']}; ATen {machine['cpu_capability']}, native bf16 "
+          f"{machine['native_bf16']}, ONEDNN_MAX_CPU_ISA {machine['onednn_max_cpu_isa']}")
     print(f"this machine's 3x3 convolution (16x64x64x64): fp32 {ceiling['fp32']:.0f} GFLOP/s, "
           f"bf16 channels_last {ceiling['bf16']:.0f} GFLOP/s")
     load_after = os.getloadavg()
@@ -246,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"preset": args.preset, "batch_size": args.batch_size, "iters": args.iters,
                 "warmup": args.warmup, "device": args.device, "load_before": load_before,
                 "load_after": load_after, "cpu_count": os.cpu_count(),
-                "conv3x3_gflop_per_s": ceiling}
+                "conv3x3_gflop_per_s": ceiling, **machine,
+                "resolved_bf16": {p: r["resolved"]["bf16"] for p, r in results.items()}}
         args.json.write_text(json.dumps({**results, "meta": meta}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import Any
 
 
+# The value of a switch that the machine decides (``lab5.hardware.resolve_precision``).
+AUTO = "auto"
+# Switches that take True, False or AUTO.
+TRISTATE = ("bf16", "channels_last")
+
+
 class ConfigError(ValueError):
     """An unknown key, an ill-typed value or an out-of-range value in a Config."""
 
@@ -82,8 +88,11 @@ class Config:
     checkpoint_every: int = 0    # iterations between mid-epoch checkpoints; 0: epoch ends only
     # --- performance ------------------------------------------------------------
     step: str = "exact"          # reference | exact (encode once) | fast (batched over time)
-    bf16: bool = False           # bfloat16 autocast (CPU with AVX-512 BF16, or CUDA)
-    channels_last: bool = False
+    # True, False or "auto". bf16 auto: on where the device computes bfloat16 natively (CUDA;
+    # a CPU with AVX512_BF16 or AMX), off where it would be emulated (AVX2). channels_last
+    # auto: on with bf16 only. The values a run resolved to are in its config.json.
+    bf16: bool | str = False     # bfloat16 autocast
+    channels_last: bool | str = AUTO
     compile: bool = False
     device: str = "auto"
     threads: int = 0             # torch intra-op threads; 0 keeps torch's default
@@ -96,6 +105,10 @@ class Config:
 
     def validate(self) -> "Config":
         """Check ranges and choices; raise ConfigError naming the first bad field."""
+        for name in TRISTATE:
+            if getattr(self, name) not in (True, False, AUTO):
+                raise ConfigError(f"config field '{name}': {getattr(self, name)!r} is not one of "
+                                  f"[True, False, '{AUTO}']")
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -141,8 +154,10 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
+        """A Config from ``to_dict``'s keys; a run's config.json may also hold ``resolved`` (what
+        the auto switches resolved to on the machine that trained it), which is only a record."""
         cfg = cls()
-        cfg.update(data)
+        cfg.update({k: v for k, v in data.items() if k != "resolved"})
         return cfg.validate()
 
     @classmethod
@@ -167,7 +182,8 @@ class Config:
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(f"unknown config key '{key}' (known keys: {', '.join(sorted(known))})")
-            setattr(self, key, _coerce(key, value, types[key]))
+            setattr(self, key, _coerce(key, value, bool if key in TRISTATE else types[key],
+                                       allow_auto=key in TRISTATE))
         return self
 
     def override(self, assignments: list[str]) -> "Config":
@@ -185,8 +201,10 @@ class Config:
         return dataclasses.replace(self).update(values).validate()
 
 
-def _coerce(key: str, value: Any, typ: Any) -> Any:
+def _coerce(key: str, value: Any, typ: Any, allow_auto: bool = False) -> Any:
     """Convert strings from the CLI/papermill to the field's type; reject wrong types."""
+    if allow_auto and isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -215,7 +233,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     elif typ is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"config key '{key}' expects {typ.__name__}, got {value!r} ({type(value).__name__})")
+    expected = f"{typ.__name__} or '{AUTO}'" if allow_auto else typ.__name__
+    raise ConfigError(f"config key '{key}' expects {expected}, got {value!r} ({type(value).__name__})")
 
 
 def _lab() -> Config:
@@ -233,7 +252,7 @@ def _demo() -> Config:
         batch_size=16, epochs=6, iters_per_epoch=100, lr=2e-3,
         kl_mode="monotonic", kl_cycles=1, kl_ratio=0.5, kl_beta_max=1.0,
         tf_ratio=1.0, tf_decay_start=1, tf_decay_step=0.2, tf_min=0.2,
-        val_every=1, val_sequences=64, step="fast", bf16=True,
+        val_every=1, val_sequences=64, step="fast", bf16=AUTO, channels_last=False,
         random_window=True, threads=2,
     )
 
@@ -268,4 +287,4 @@ def make_config(preset: str = "demo", overrides: dict[str, Any] | None = None,
     return cfg.validate()
 
 
-__all__ = ["Config", "ConfigError", "PRESETS", "get_preset", "make_config"]
+__all__ = ["AUTO", "TRISTATE", "Config", "ConfigError", "PRESETS", "get_preset", "make_config"]

@@ -18,6 +18,7 @@ import torch
 from lab5.checkpoint import load_model
 from lab5.config import Config
 from lab5.data.dataset import BairDataset
+from lab5.hardware import resolve_device
 
 # The embedded sets: training data (seed 0) and a held-out evaluation set (another seed).
 TRAIN_SEED, EVAL_SEED = 0, 1
@@ -51,8 +52,6 @@ def shipped_demo() -> Path:
 
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[torch.nn.Module, Config, torch.device]:
     """The best (else last) checkpoint of a run directory, on ``device``, in eval mode."""
-    from lab5.solver import resolve_device
-
     dev = resolve_device(device)
     model, cfg, _ = load_model(run_dir, dev)
     return model, cfg, dev

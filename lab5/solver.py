@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from lab5.checkpoint import (FORMAT, CheckpointError, check_compatible, checkpoi
 from lab5.config import Config, ConfigError
 from lab5.data.dataset import BairDataset
 from lab5.evaluate import generate, psnr_per_frame
+from lab5.hardware import resolve_device, resolve_precision, tune_cpu_allocator
 from lab5.models.cvae import CVAE
 from lab5.progress import progress_bar
 from lab5.schedules import KLAnnealing, TeacherForcing
@@ -50,14 +52,6 @@ class RunDirError(RuntimeError):
 
 class TrainingError(RuntimeError):
     """Training stopped on a non-finite loss or gradient."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config field 'device' is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -136,6 +130,9 @@ class Solver:
             raise ConfigError("a Config is needed unless resuming")
         self.cfg = cfg.validate()
         self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.bf16, cfg.channels_last, self.device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.dist = Distributed.from_env(self.device)
@@ -156,7 +153,7 @@ class Solver:
             self._prepare_run_dir(resume, force)
 
         self.model = CVAE(cfg, self.train_set.cond_dim, image_size=self.train_set.image_size).to(self.device)
-        if cfg.channels_last:
+        if self.precision.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.kl_schedule = KLAnnealing.from_config(cfg)
@@ -175,6 +172,17 @@ class Solver:
             self.model.encoder.compile()
             self.model.decoder.compile()
         self.step = (nn.parallel.DistributedDataParallel(step) if self.dist.world > 1 else step)
+        if self.progress and self.dist.main:
+            print(self.summary(), flush=True)
+        if self.dist.main and self.precision.warning():
+            print(self.precision.warning(), file=sys.stderr, flush=True)
+
+    def summary(self) -> str:
+        """One line: the run, the step, the device and what bf16/channels_last resolved to."""
+        threads = torch.get_num_threads()
+        return (f"training {self.cfg.preset} preset into {self.run_dir}: step {self.cfg.step}, "
+                f"{self.precision.describe()}, device {self.device}"
+                + (f", {threads} threads" if self.device.type == "cpu" else ""))
 
     # --- run directory ------------------------------------------------------------
     def _resume_config(self, cfg: Config | None) -> Config:
@@ -204,7 +212,8 @@ class Solver:
             for name in existing:
                 (self.run_dir / name).unlink()
         # Rewritten on resume too, so config.json follows what a resume may change (epochs, lr...).
-        _write_atomic(self.run_dir / "config.json", self.cfg.to_json() + "\n")
+        config = {**self.cfg.to_dict(), "resolved": self.precision.as_dict()}
+        _write_atomic(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         _write_atomic(self.run_dir / "data_root.txt", str(self.data_root.resolve()) + "\n")
 
     # --- checkpoints ----------------------------------------------------------------

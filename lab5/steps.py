@@ -7,19 +7,19 @@ over frames t = 1..T−1 of a time-major batch ``x [T,B,3,H,W]``, ``c [T,B,C]``.
   frame twice per step (as the previous frame and as the posterior's target).
 * ``exact_step`` is the same maths for 62% of the FLOPs (VGG64, 2 + 10 frames): each
   ground-truth frame is encoded once, and under teacher forcing the skip half of each
-  decoder stage's first convolution runs once per distinct skip frame. On a CPU it
-  goes frame by frame; elsewhere it batches all frames in one encoder call (and, under
-  teacher forcing, one decoder call) with per-frame BatchNorm statistics
-  (``per_frame_batchnorm``) -- ``exact_step`` says why. Loss and gradients equal the
+  decoder stage's first convolution runs once per distinct skip frame. It batches all
+  frames in one encoder call (and, under teacher forcing, one decoder call) with
+  per-frame BatchNorm statistics (``per_frame_batchnorm``). Loss and gradients equal the
   reference's up to float rounding. BatchNorm *running* statistics differ: frames
   encoded twice by the reference update them twice, and the batched form makes one
   update with frame-averaged statistics (they only matter in eval mode).
 * ``fast_step`` batches over time with BatchNorm over all T·B frames at once: different
   maths, same quality (``benchmarks/fast_quality.py``); with ``bf16`` and
-  ``channels_last`` it runs on oneDNN's bf16 (AMX) kernels. Without teacher forcing
+  ``channels_last`` on a CPU with native bf16 it runs on oneDNN's bf16 (AMX) kernels. Without teacher forcing
   predictions are fed back, so its BatchNorm is per frame as in ``exact_step``.
 
-bf16 autocast and channels_last are applied by ``train_forward`` for every path. Large
+bf16 autocast and channels_last are applied by ``train_forward`` for every path, as
+``lab5.hardware.resolve_precision`` resolves them for the device. Large
 batches (B·T > ``RECOMPUTE_ABOVE_FRAMES``) recompute the two highest-resolution encoder
 stages in backward instead of keeping their activations (same results, less memory).
 
@@ -41,6 +41,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lab5.config import Config
+from lab5.hardware import resolve_precision
 from lab5.losses import frame_mse, kl_gaussian
 from lab5.models.cvae import CVAE
 from lab5.models.encoders import per_frame_batchnorm
@@ -277,18 +278,15 @@ def _step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float, teacher_fo
 
 
 def exact_step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
-               teacher_forcing: bool, n_past: int, batched: bool | None = None) -> StepResult:
-    """The reference's maths for 62% of its FLOPs (``_step``); ``batched`` None: by device.
+               teacher_forcing: bool, n_past: int, batched: bool = True) -> StepResult:
+    """The reference's maths for 62% of its FLOPs (``_step``), batched over time with
+    per-frame BatchNorm statistics; ``batched=False`` runs the same maths frame by frame
+    (the tests hold both against the reference).
 
-    Batching over time (with per-frame BatchNorm statistics) pays on a GPU: T times fewer,
-    larger kernels. On a CPU it does not: glibc serves every tensor above 32 MiB with
-    fresh mmap'd pages, so each iteration page-faults through gigabytes of activations,
-    which costs more than batching saves (lab preset, batch 16, fp32, 2 cores: 1.57x the
-    reference's sequences/s frame by frame in the README's benchmark; 1.37x batched in a
-    development run). Frame by frame, tensors are small enough for malloc to reuse.
+    On a CPU, batching pays only with ``lab5.hardware.tune_cpu_allocator`` in effect (the
+    Solver and the benchmark apply it): glibc would otherwise serve each large tensor with
+    fresh mmap'd pages and page-fault through them on every iteration.
     """
-    if batched is None:
-        batched = x.device.type != "cpu"
     return _step(model, x, c, beta, teacher_forcing, n_past, batched, per_frame_bn=True)
 
 
@@ -303,19 +301,21 @@ def fast_step(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
 STEPS = {"reference": reference_step, "exact": exact_step, "fast": fast_step}
 
 
-def autocast_context(cfg: Config, device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast when ``cfg.bf16`` (CPU with AVX-512 BF16, or CUDA); a no-op otherwise."""
-    if not cfg.bf16:
+def autocast_context(bf16: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast when ``bf16``; a no-op otherwise."""
+    if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def train_forward(model: CVAE, x: torch.Tensor, c: torch.Tensor, beta: float,
                   teacher_forcing: bool, cfg: Config) -> StepResult:
-    """Batch-major inputs ``x [B,T,3,H,W]``, ``c [B,T,C]`` through the path ``cfg.step`` selects."""
-    if cfg.channels_last:  # each frame NHWC; rows stay batch-major so _sample_major is a view
+    """Batch-major inputs ``x [B,T,3,H,W]``, ``c [B,T,C]`` through the path ``cfg.step`` selects,
+    with ``cfg.bf16`` and ``cfg.channels_last`` resolved for the device (``lab5.hardware``)."""
+    precision = resolve_precision(cfg.bf16, cfg.channels_last, x.device)
+    if precision.channels_last:  # each frame NHWC; rows stay batch-major so _sample_major is a view
         B, T = x.shape[:2]
         x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(B, T, *x.shape[2:])
     x, c = x.transpose(0, 1), c.transpose(0, 1)
-    with autocast_context(cfg, x.device):
+    with autocast_context(precision.bf16, x.device):
         return STEPS[cfg.step](model, x, c, beta, teacher_forcing, cfg.n_past)

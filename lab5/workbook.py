@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lab5.config import Config, ConfigError, _coerce, make_config
+from lab5.hardware import resolve_device, resolve_precision
 
 # --------------------------------------------------------------------------------------
 # Notebook parameters
@@ -134,7 +135,8 @@ def describe_config(cfg: Config) -> str:
             f"{prior}; frames {cfg.n_past} + {cfg.n_future}\n"
             f"training: {cfg.epochs} epochs x {iters} iterations, batch {cfg.batch_size}, lr {cfg.lr:g}, "
             f"KL {cfg.kl_mode} (beta max {cfg.kl_beta_max:g}), teacher forcing {cfg.tf_ratio:g} "
-            f"-> {cfg.tf_min:g}, step {cfg.step}, bf16 {cfg.bf16}")
+            f"-> {cfg.tf_min:g}, step {cfg.step}, "
+            f"{resolve_precision(cfg.bf16, cfg.channels_last, resolve_device(cfg.device)).describe()}")
 
 
 def _check_type(name: str, value: Any) -> Any:

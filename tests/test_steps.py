@@ -12,12 +12,26 @@ from torch import nn
 from lab5.config import get_preset
 from lab5.models.cvae import CVAE
 from lab5.models.encoders import FrameBatchNorm2d, per_frame_batchnorm
+from lab5 import steps
 from lab5.steps import STEPS, exact_step, train_forward
 
 COND = 7
-# exact_step picks its form by device (per frame on a CPU, batched over time elsewhere);
-# both must equal the reference, so the tests run both wherever they are.
-PATHS = {**STEPS, "exact-batched": functools.partial(exact_step, batched=True)}
+# exact_step batches over time; its frame-by-frame form is the same maths, and both must
+# equal the reference.
+PATHS = {**STEPS, "exact-per-frame": functools.partial(exact_step, batched=False)}
+
+# How far float32 gradients of two orderings of the same maths may drift apart, as
+# ||g - g_ref|| / ||g_ref|| (``_grad_error``). Float64 tests below hold the maths to 1e-5 per
+# parameter; in float32 the bound is set by rounding, which depends on the kernels the CPU
+# dispatches to: the exact path's split skip convolutions sum in another order than the
+# reference's concatenated ones, through ~20 convolutions and BatchNorms whose backward
+# subtracts near-equal terms. Measured worst case for these models: 3.3e-6 with AVX-512
+# kernels, 1.4e-4 with AVX2 kernels (VGG64, teacher forcing on). Dropping the last frame's
+# MSE moves the gradient by 4.3e-3 (smoke) to 4e-2 (VGG64), dropping the KL term by ~1
+# (``test_float32_bound_catches_a_lost_term``): 5e-4 passes the rounding seen with a margin
+# of 3.7 and fails the smallest of those errors by a factor of 8.
+F32_GRAD_BOUND = 5e-4
+F32_LOSS_BOUND = 1e-5  # losses are single sums: measured <= 1e-7 on both kinds of kernels
 
 
 def _data(cfg, batch: int, dtype=torch.float32):
@@ -61,19 +75,19 @@ SMOKE_CASES = [  # (prior, last_frame_skip)
 ]
 
 
-@pytest.mark.parametrize("exact", ["exact", "exact-batched"])
+@pytest.mark.parametrize("exact", ["exact", "exact-per-frame"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("prior,last_frame_skip", SMOKE_CASES)
 def test_exact_matches_reference_smoke(prior, last_frame_skip, teacher_forcing, exact):
     cfg = get_preset("smoke").replace(prior=prior, last_frame_skip=last_frame_skip)
     ref, g_ref, _ = _run(cfg, "reference", teacher_forcing)
     ex, g_ex, _ = _run(cfg, exact, teacher_forcing)
-    assert _rel(ex.loss, ref.loss) < 1e-5
-    assert _rel(ex.kld, ref.kld) < 1e-5
-    assert _grad_error(g_ref, g_ex) < 1e-5
+    assert _rel(ex.loss, ref.loss) < F32_LOSS_BOUND
+    assert _rel(ex.kld, ref.kld) < F32_LOSS_BOUND
+    assert _grad_error(g_ref, g_ex) < F32_GRAD_BOUND
 
 
-@pytest.mark.parametrize("exact", ["exact", "exact-batched"])
+@pytest.mark.parametrize("exact", ["exact", "exact-per-frame"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_exact_matches_reference_per_parameter_float64(teacher_forcing, exact):
     # In float64 rounding noise vanishes, so every parameter's gradient must agree on its
@@ -96,18 +110,47 @@ def test_deterministic_model_exact_matches_reference():
     cfg = get_preset("smoke").replace(prior="none", z_dim=0)
     ref, g_ref, _ = _run(cfg, "reference", True)
     ex, g_ex, _ = _run(cfg, "exact", True)
-    assert _rel(ex.loss, ref.loss) < 1e-5 and _grad_error(g_ref, g_ex) < 1e-5
+    assert _rel(ex.loss, ref.loss) < F32_LOSS_BOUND and _grad_error(g_ref, g_ex) < F32_GRAD_BOUND
+
+
+VGG_SMALL = dict(n_future=2, prior="learned", rnn_size=32, g_dim=32, z_dim=8)
 
 
 @pytest.mark.parametrize("exact,teacher_forcing", [("exact", True), ("exact", False),
-                                                   ("exact-batched", True)])
+                                                   ("exact-per-frame", True)])
 def test_exact_matches_reference_vgg64(exact, teacher_forcing):
     # The lab's architecture at a small size: 2 sequences of 2 + 2 frames (~5 s a side).
-    cfg = get_preset("lab").replace(n_future=2, prior="learned", rnn_size=32, g_dim=32, z_dim=8)
+    cfg = get_preset("lab").replace(**VGG_SMALL)
     ref, g_ref, _ = _run(cfg, "reference", teacher_forcing, batch=2)
     ex, g_ex, _ = _run(cfg, exact, teacher_forcing, batch=2)
-    assert _rel(ex.loss, ref.loss) < 1e-5
-    assert _grad_error(g_ref, g_ex) < 1e-5
+    assert _rel(ex.loss, ref.loss) < F32_LOSS_BOUND
+    assert _grad_error(g_ref, g_ex) < F32_GRAD_BOUND
+
+
+@pytest.mark.parametrize("arch", ["smoke", "vgg64"])
+def test_float32_bound_catches_a_lost_term(arch, monkeypatch):
+    # The float32 bound must still fail an exact path that loses part of the loss: a frame's
+    # MSE, or the KL term. Each mutation below is run through the same comparison.
+    cfg = (get_preset("smoke").replace(prior="learned") if arch == "smoke"
+           else get_preset("lab").replace(**VGG_SMALL))
+    ref, g_ref, _ = _run(cfg, "reference", True, batch=2)
+    frame_mse, kl = steps.frame_mse, steps._kl
+
+    def without_last_frame(pred, target):  # per frame [B,3,H,W] or all frames [B,T-1,3,H,W]
+        if pred.dim() == 5:
+            return frame_mse(pred[:, :-1], target[:, :-1]) * (pred.shape[1] - 1) / pred.shape[1]
+        return frame_mse(pred, target) * (0 if torch.equal(target, last_target) else 1)
+
+    last_target = _data(cfg, 2)[0][-1]
+    for path in ("exact", "exact-per-frame"):
+        with monkeypatch.context() as m:
+            m.setattr(steps, "frame_mse", without_last_frame)
+            _, g_lost_frame, _ = _run(cfg, path, True, batch=2)
+        with monkeypatch.context() as m:
+            m.setattr(steps, "_kl", lambda *a: 0 * kl(*a))  # KL dropped, graph (and grad keys) kept
+            _, g_lost_kl, _ = _run(cfg, path, True, batch=2)
+        assert _grad_error(g_ref, g_lost_frame) > F32_GRAD_BOUND, path
+        assert _grad_error(g_ref, g_lost_kl) > F32_GRAD_BOUND, path
 
 
 @pytest.mark.parametrize("prior", ["fixed", "learned"])
@@ -117,8 +160,8 @@ def test_fast_equals_exact_in_eval_mode(prior):
     ex, g_ex, _ = _run(cfg, "exact", True, train=False)
     fa, g_fa, _ = _run(cfg, "fast", True, train=False)
     ref, g_ref, _ = _run(cfg, "reference", True, train=False)
-    assert _rel(fa.loss, ex.loss) < 1e-5 and _grad_error(g_ex, g_fa) < 1e-5
-    assert _rel(ref.loss, ex.loss) < 1e-5 and _grad_error(g_ref, g_ex) < 1e-5
+    assert _rel(fa.loss, ex.loss) < F32_LOSS_BOUND and _grad_error(g_ex, g_fa) < F32_GRAD_BOUND
+    assert _rel(ref.loss, ex.loss) < F32_LOSS_BOUND and _grad_error(g_ref, g_ex) < F32_GRAD_BOUND
 
 
 @pytest.mark.parametrize("arch", ["dcgan64", "vgg64"])
@@ -134,7 +177,7 @@ def test_fast_train_mode_close_to_reference(arch):
 
 def test_fast_without_teacher_forcing_is_exact():
     cfg = get_preset("smoke").replace(prior="learned")
-    ex, g_ex, _ = _run(cfg, "exact-batched", False)
+    ex, g_ex, _ = _run(cfg, "exact", False)
     fa, g_fa, _ = _run(cfg, "fast", False)
     assert fa.loss.item() == ex.loss.item() and _grad_error(g_ex, g_fa) == 0
 
@@ -167,7 +210,7 @@ def test_channels_last_exact_matches_reference():
                         cfg.replace(step="exact", channels_last=True))
     out.loss.backward()
     g = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert _rel(out.loss, ref.loss) < 1e-5 and _grad_error(g_ref, g) < 1e-5
+    assert _rel(out.loss, ref.loss) < F32_LOSS_BOUND and _grad_error(g_ref, g) < F32_GRAD_BOUND
 
 
 # --- per-frame BatchNorm ---------------------------------------------------------------
@@ -251,7 +294,7 @@ def test_decode_shared_skips_equals_decoder(arch, frames):
     torch.testing.assert_close(shared, full, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("step", ["exact-batched", "fast"])
+@pytest.mark.parametrize("step", ["exact", "fast"])
 def test_recomputation_changes_nothing(step, monkeypatch):
     # Large batches recompute the full-resolution stages in backward: same loss, gradients
     # and BatchNorm running statistics as keeping their activations.

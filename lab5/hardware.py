@@ -1,0 +1,155 @@
+"""What this machine computes well, and the settings that follow from it.
+
+* ``resolve_device``: ``auto`` / ``cpu`` / ``cuda`` to a torch device.
+* ``native_bf16``: whether the device computes bfloat16 in hardware (CUDA with bf16
+  support; a CPU whose oneDNN may use AVX512_BF16 or AMX). Elsewhere bf16 is emulated,
+  and slower than float32.
+* ``resolve_precision``: the Config's ``bf16`` and ``channels_last`` (each True, False or
+  ``"auto"``) resolved for a device, with a one-line reason a summary can print, and a
+  warning when bf16 is forced on where it is emulated.
+* ``tune_cpu_allocator``: keep large CPU tensors in glibc's heap, where freed blocks are
+  reused, instead of fresh ``mmap`` pages on every allocation.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lab5.config import AUTO, ConfigError
+
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) at or above AVX512_CORE_BF16: those under which oneDNN
+# may still use the CPU's bf16 instructions. Any lower cap (AVX2, AVX512_CORE, ...) emulates bf16.
+_BF16_ISAS = {"AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX",
+              "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "ALL", "DEFAULT"}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when there is one, else the CPU."""
+    if name == AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config field 'device' is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def native_bf16(device_type: str) -> bool:
+    """Whether ``device_type`` ('cpu' or 'cuda') computes bfloat16 natively."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device_type != "cpu":
+        return False
+    # oneDNN says yes on any AVX-512 CPU (it emulates bf16 there); the instructions that make
+    # bf16 fast are AVX512_BF16 and AMX, and oneDNN uses them only if its ISA cap allows.
+    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "DEFAULT")).upper()
+    has_instructions = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and has_instructions and isa_cap in _BF16_ISAS
+
+
+def cpu_capability() -> str:
+    """The vector ISA ATen dispatches to (``AVX512``, ``AVX2``, ...)."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The resolved ``bf16`` and ``channels_last`` of a run on one device."""
+
+    bf16: bool
+    channels_last: bool
+    native_bf16: bool
+    device: str
+    bf16_setting: Any = AUTO
+    channels_last_setting: Any = AUTO
+
+    @property
+    def reason(self) -> str:
+        """Why bf16 is what it is, in a few words."""
+        if self.device == "cuda":
+            return "native bf16 on this GPU" if self.native_bf16 else "no native bf16 on this GPU"
+        if self.native_bf16:
+            return "native bf16 on this CPU: AVX512_BF16/AMX"
+        return f"bf16 emulated on this CPU: {cpu_capability()}, no AVX512_BF16/AMX in use"
+
+    def describe(self) -> str:
+        """``bf16 auto -> off (bf16 emulated on this CPU: ...), channels_last auto -> off``."""
+        def one(name: str, setting: Any, value: bool, why: str = "") -> str:
+            shown = "on" if value else "off"
+            if setting == AUTO:
+                return f"{name} auto -> {shown}{f' ({why})' if why else ''}"
+            return f"{name} {shown}"
+        return (f"{one('bf16', self.bf16_setting, self.bf16, self.reason)}, "
+                f"{one('channels_last', self.channels_last_setting, self.channels_last)}")
+
+    def warning(self) -> str | None:
+        """One line when bf16 was asked for explicitly where it is emulated; else None."""
+        if self.bf16 and self.bf16_setting is True and not self.native_bf16:
+            return (f"warning: bf16=true on a {self.device.upper()} without native bfloat16 "
+                    f"({self.reason}): training will be slower than in float32 (bf16=auto picks float32 here)")
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bf16": self.bf16, "channels_last": self.channels_last, "native_bf16": self.native_bf16,
+                "device": self.device, "cpu_capability": cpu_capability(), "cpu_model": cpu_model()}
+
+
+def resolve_precision(bf16: Any, channels_last: Any, device: torch.device | str) -> Precision:
+    """``bf16`` auto: on where the device computes bfloat16 natively. ``channels_last`` auto:
+    on with bf16 only (in float32 oneDNN's NCHW kernels were the faster ones here: see the
+    README's performance section)."""
+    device_type = torch.device(device).type
+    native = native_bf16(device_type)
+    use_bf16 = native if bf16 == AUTO else bool(bf16)
+    use_cl = use_bf16 if channels_last == AUTO else bool(channels_last)
+    return Precision(use_bf16, use_cl, native, device_type, bf16, channels_last)
+
+
+_allocator_tuned = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Serve large CPU tensors from glibc's heap so freed blocks are reused (process-wide).
+
+    By default glibc maps every allocation above its mmap threshold (at most 32 MiB) as
+    fresh pages and unmaps it on free: a training step that batches frames allocates
+    gigabytes this way per iteration, and the kernel zero-fills every page again. Raising
+    the threshold (and the trim threshold, so the heap is not handed back at each free)
+    keeps those blocks for reuse. Returns whether it applied (glibc only; a no-op elsewhere).
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)) == 1
+    ok = libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1)) == 1 and ok
+    _allocator_tuned = ok
+    return ok
+
+
+__all__ = ["AUTO", "Precision", "cpu_capability", "cpu_model", "native_bf16", "resolve_device",
+           "resolve_precision", "tune_cpu_allocator"]
