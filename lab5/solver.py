@@ -22,6 +22,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,7 +282,7 @@ class Solver:
         return self.history
 
     def train_epoch(self) -> dict[str, Any]:
-        cfg = self.cfg
+        cfg, t0 = self.cfg, time.perf_counter()
         self.model.train()
         beta, tf_ratio = self.kl_schedule(self.epoch), self.tf_schedule(self.epoch)
         self.train_set.set_epoch(self.epoch)
@@ -332,8 +333,9 @@ class Solver:
         self.save()
         if self.progress and self.dist.main:
             val = f", val PSNR {row['val_psnr']:.2f} dB" if row["val_psnr"] is not None else ""
-            tqdm.write(f"epoch {row['epoch']}: loss {row['loss']:.4f}, mse {row['mse']:.4f}, "
-                       f"kl {row['kl']:.3f}, beta {beta:.3g}, tf {tf_ratio:.2f}{val}")
+            tqdm.write(f"epoch {row['epoch']}/{cfg.epochs} ({n} iterations, {time.perf_counter() - t0:.0f} s): "
+                       f"loss {row['loss']:.4f}, mse {row['mse']:.4f}, kl {row['kl']:.3f}, beta {beta:.3g}, "
+                       f"tf {tf_ratio:.2f}{val}")
         return row
 
     @torch.no_grad()

@@ -56,6 +56,9 @@ NOTEBOOKS: dict[str, dict[str, Any]] = {
                       "max_sequences": 0, "interactive": True, "figures_dir": None},
 }
 
+# Notebooks that run for minutes: ``python -m lab5 workbook`` streams their printed output.
+STREAMED = ("04_training",)
+
 # Types of the parameters that are not Config fields ("path": a str, a Path or None).
 PARAM_TYPES: dict[str, Any] = {"preset": str, "data_root": "path", "run_dir": "path",
                                "figures_dir": "path", "interactive": bool, "samples": int,
@@ -270,11 +273,14 @@ def _plot_style() -> None:
         pd.set_option("display.max_colwidth", 60)
     except ImportError:
         pass
-    try:  # PNG figures in notebooks (small, and stable to store)
+    try:  # figures shown inline as PNG (small, and stable to store)
         from IPython import get_ipython
 
         ip = get_ipython()
         if ip is not None:
+            # lab5.viz builds Figures without pyplot: the inline backend registers the
+            # formatter that renders a Figure a cell returns as an image.
+            ip.run_line_magic("matplotlib", "inline")
             ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
     except Exception:  # not in IPython, or no inline backend
         pass
@@ -478,8 +484,11 @@ def execute_notebook(name: str, out: Path, parameters: dict[str, Any], kernel: s
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
+        # With progress, what a long notebook prints (04's epoch lines) reaches the terminal as
+        # it comes, not only papermill's count of finished cells.
         pm.execute_notebook(str(src), str(out), parameters=parameters, kernel_name=kernel,
-                            cwd=str(src.parent), progress_bar=progress)
+                            cwd=str(src.parent), progress_bar=progress,
+                            stdout_file=sys.stdout if progress and name in STREAMED else None)
     except PapermillExecutionError as exc:
         first = (exc.source or "").strip().splitlines()
         raise NotebookFailed(

@@ -34,6 +34,21 @@ def test_train_throughput_json_contract(tmp_path):
     assert result["reference"]["ratio_to_reference"] == 1.0
     assert set(result["meta"]["conv3x3_gflop_per_s"]) == {"fp32", "bf16"}
     assert "x ref" in proc.stdout and "exact" in proc.stdout
+    meta = result["meta"]
+    assert meta["cpu_model"] and meta["cpu_capability"] and isinstance(meta["native_bf16"], bool)
+    # The fast path's bf16 is auto: on exactly where the CPU has native bf16.
+    assert meta["resolved_bf16"] == {"reference": False, "exact": False, "fast": meta["native_bf16"]}
+
+
+@pytest.mark.slow
+def test_train_throughput_measures_the_avx2_path_on_any_host(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _run("train_throughput.py", "--preset", "smoke", "--batch-size", "2", "--iters", "1",
+                "--threads", "1", "--paths", "fast", "--isa", "avx2", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["cpu_capability"] == "AVX2" and meta["onednn_max_cpu_isa"] == "AVX2"
+    assert meta["native_bf16"] is False and meta["resolved_bf16"] == {"fast": False}
 
 
 def test_train_throughput_rejects_unknown_path():
