@@ -31,6 +31,14 @@ class ConfigError(ValueError):
     """An unknown key, an ill-typed value or an out-of-range value in a Config."""
 
 
+# Fields that change how a run is computed, not what it learns: they neither name a run
+# directory nor block loading or resuming a run (epochs: a run can be extended; bf16,
+# channels_last, compile: the same maths in other arithmetic or kernels).
+RUNTIME_FIELDS = ("epochs", "num_workers", "device", "threads", "checkpoint_every", "compile",
+                  "bf16", "channels_last")
+# What a resume may change besides: the step size, after a non-finite stop.
+RESUMABLE_FIELDS = RUNTIME_FIELDS + ("lr", "grad_clip")
+
 # Allowed values of the string-valued choices; validated in ``Config.validate``.
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("vgg64", "dcgan64"),
@@ -288,4 +296,4 @@ def make_config(preset: str = "demo", overrides: dict[str, Any] | None = None,
     return cfg.validate()
 
 
-__all__ = ["AUTO", "TRISTATE", "Config", "ConfigError", "PRESETS", "get_preset", "make_config"]
+__all__ = ["AUTO", "RESUMABLE_FIELDS", "RUNTIME_FIELDS", "TRISTATE", "Config", "ConfigError", "PRESETS", "get_preset", "make_config"]

@@ -91,6 +91,15 @@ class ShuffledConditions(Dataset):
         return self.dataset[i][0], self.dataset[int(self.source[i])][1]
 
 
+def copy_last_psnr(dataset: Dataset, n_past: int, n_future: int, max_sequences: int = 0) -> float:
+    """PSNR of repeating the last conditioning frame, over the first ``max_sequences`` (0: all)
+    sequences of ``dataset``: the baseline a prediction has to beat."""
+    n = len(dataset) if not max_sequences else min(max_sequences, len(dataset))
+    x = torch.stack([dataset[i][0][:n_past + n_future] for i in range(n)])
+    truth = x[:, n_past:]
+    return float(psnr_per_frame(x[:, n_past - 1:n_past].expand_as(truth), truth).mean())
+
+
 def _summary(values: np.ndarray) -> dict[str, Any]:
     """Mean and per-frame curve of a ``[sequences, frames]`` array."""
     return {"mean": float(values.mean()), "per_frame": [float(v) for v in values.mean(0)]}
@@ -181,6 +190,29 @@ def format_table(results: dict[str, Any]) -> str:
     row("copy last frame", results["copy_last"]["psnr"], results["copy_last"].get("ssim"))
     if "shuffled_actions" in results:
         row("CVAE, shuffled actions", results["shuffled_actions"]["psnr"], None)
+    return "\n".join(lines)
+
+
+def read_results(results: dict[str, Any]) -> str:
+    """What the table says, in sentences written from its numbers (rounded as printed)."""
+    psnr, copy = results["psnr"]["mean"], results["copy_last"]["psnr"]
+    gain = psnr - copy
+    lines = [f"The CVAE is {abs(gain):.2f} dB {'above' if gain >= 0 else 'below'} copy-last-frame in PSNR "
+             f"({psnr:.2f} against {copy:.2f} dB)"]
+    if "ssim" in results and "ssim" in results["copy_last"]:
+        d = results["ssim"]["mean"] - results["copy_last"]["ssim"]
+        lines[0] += f" and {abs(d):.3f} {'above' if d >= 0 else 'below'} it in SSIM"
+    lines[0] += (": it has learned something of how the scene moves." if gain > 0.5 else
+                 ": it has learned little more than holding the last frame.")
+    if "shuffled_actions" in results:
+        cost = psnr - results["shuffled_actions"]["psnr"]
+        lines.append(f"Giving it another sequence's conditions costs {cost:.2f} dB"
+                     + (": it uses them." if cost > 0.5 else ": it hardly uses them."))
+    if "best_of_n" in results:
+        b = results["best_of_n"]["psnr"]
+        lines.append(f"The best and worst of {results['best_of_n']['n']} samples differ by "
+                     f"{b['best'] - b['worst']:.2f} dB: the uncertainty its latent z carries"
+                     + (" is small." if b["best"] - b["worst"] < 0.5 else "."))
     return "\n".join(lines)
 
 

@@ -1,23 +1,26 @@
-"""Progress bars that refresh a bounded number of times, whatever the speed.
+"""Progress bars as text, refreshing a bounded number of times, whatever the speed.
 
-In a notebook a tqdm bar is an ipywidget, and every refresh sends comm messages on the
-kernel's IOPub channel. By default tqdm refreshes whenever 0.1 s has passed, and
-``set_postfix`` forces a refresh, so a bar refreshes about once per training step: a loop
-shaped like the demo preset's training (six bars of 100 steps, a postfix per step) sends
-about 900 messages; with these bars about 150 (tests/test_progress.py). JupyterLab reads
-them as they come; nbval reads them only after the cell has finished, waiting at most 5 s
-for each, and CI once failed 04_training with "Timeout of 5 seconds exceeded waiting for
-output". Each bar here refreshes at most about ``REFRESHES`` times over its total, plus
-once when it closes.
+Text, not ipywidgets, in a notebook too: a widget bar is stored in a notebook file as its
+first state (``epoch 1/6: 0%``), since the widget's later state lives in the browser; a
+text bar is a stream whose last carriage return leaves its final state, in JupyterLab, in
+a papermill output and in a committed notebook alike. In a Jupyter kernel the bars go to
+stdout (a notebook shows stderr as warnings), elsewhere to stderr.
+
+Each bar refreshes at most about ``REFRESHES`` times over its total, plus once when it
+closes: by default tqdm refreshes whenever 0.1 s has passed, and ``set_postfix`` forces a
+refresh, so a bar would refresh about once per training step, every refresh a message on
+the kernel's IOPub channel; nbval reads them only after the cell has finished, waiting at
+most 5 s for each, and a backlog of them once timed out 04_training in CI.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 REFRESHES = 25
 
@@ -35,4 +38,10 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, total: float | None =
                   "maxinterval": math.inf, **kwargs}
     else:
         kwargs = {"mininterval": 2.0, **kwargs}
+    kwargs.setdefault("file", sys.stdout if "ipykernel" in sys.modules else sys.stderr)
     return tqdm(iterable, total=total, **kwargs)
+
+
+def write(message: str) -> None:
+    """Print a line between the bars (``tqdm.write``: the bars are redrawn below it)."""
+    tqdm.write(message, file=sys.stdout)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from lab5.checkpoint import load_model
-from lab5.config import Config
+from lab5.config import RUNTIME_FIELDS, Config
 from lab5.data.dataset import BairDataset
 from lab5.hardware import resolve_device
 
@@ -63,12 +63,6 @@ def evaluation_data(data_root: str | Path | None, split: str, cfg: Config) -> Ba
     return BairDataset(root, split, n_frames=cfg.n_frames)
 
 
-# --- load_or_train ------------------------------------------------------------------------
-# Fields that may differ between a stored run and the config asking for it: runtime settings,
-# and ``epochs`` (a finished run asked for more epochs is resumed to the new length).
-RESUMABLE_FIELDS = ("epochs", "num_workers", "device", "threads", "checkpoint_every", "compile")
-
-
 @dataclass
 class TrainedRun:
     """A run directory's model (best checkpoint, eval mode), config and history."""
@@ -95,7 +89,7 @@ class TrainedRun:
         return f"{how} {self.run_dir} ({len(self.history)} epochs){took}{best_txt}"
 
 
-def config_differences(saved: Config, cfg: Config, ignore: tuple[str, ...] = RESUMABLE_FIELDS) -> list[str]:
+def config_differences(saved: Config, cfg: Config, ignore: tuple[str, ...] = RUNTIME_FIELDS) -> list[str]:
     """``field: stored != asked`` for every field (outside ``ignore``) where the configs differ."""
     a, b = saved.to_dict(), cfg.to_dict()
     return [f"{k}: run has {a[k]!r}, asked {b[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
@@ -110,7 +104,7 @@ def load_or_train(cfg: Config, data_root: str | Path, run_dir: str | Path, progr
     * no ``last.pt``: trained from scratch (leftovers of a run killed before its first
       checkpoint are replaced).
 
-    A stored run whose settings differ from ``cfg`` (other than ``RESUMABLE_FIELDS``), or
+    A stored run whose settings differ from ``cfg`` (other than ``RUNTIME_FIELDS``), or
     that has more epochs than asked, raises ``RunDirError`` naming the differences: a
     notebook never silently shows a run other than the one its parameters describe.
     ``progress`` shows the Solver's bars and epoch lines; otherwise one line per epoch

@@ -31,16 +31,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from lab5.checkpoint import (FORMAT, CheckpointError, check_compatible, checkpoint_config,
                              load_checkpoint, save_checkpoint)
-from lab5.config import Config, ConfigError
+from lab5.config import RESUMABLE_FIELDS, Config, ConfigError
 from lab5.data.dataset import BairDataset
 from lab5.evaluate import generate, psnr_per_frame
 from lab5.hardware import resolve_device, resolve_precision, tune_cpu_allocator
 from lab5.models.cvae import CVAE
-from lab5.progress import progress_bar
+from lab5.progress import progress_bar, write
 from lab5.schedules import KLAnnealing, TeacherForcing
 from lab5.steps import train_forward
 
@@ -333,7 +332,7 @@ class Solver:
         self.save()
         if self.progress and self.dist.main:
             val = f", val PSNR {row['val_psnr']:.2f} dB" if row["val_psnr"] is not None else ""
-            tqdm.write(f"epoch {row['epoch']}/{cfg.epochs} ({n} iterations, {time.perf_counter() - t0:.0f} s): "
+            write(f"epoch {row['epoch']}/{cfg.epochs} ({n} iterations, {time.perf_counter() - t0:.0f} s): "
                        f"loss {row['loss']:.4f}, mse {row['mse']:.4f}, kl {row['kl']:.3f}, beta {beta:.3g}, "
                        f"tf {tf_ratio:.2f}{val}")
         return row
@@ -379,16 +378,14 @@ def _zero_acc() -> dict[str, float]:
     return {"loss": 0.0, "mse": 0.0, "kl": 0.0, "tf": 0.0, "n": 0}
 
 
-RESUMABLE = ("epochs", "num_workers", "device", "threads", "checkpoint_every", "compile", "lr", "grad_clip")
-
 
 def _resume_overrides(saved: Config, cfg: Config) -> dict[str, Any]:
     """On resume only run-length, runtime and step-size fields may change; the rest is the run's."""
     changed = {f: getattr(cfg, f) for f in saved.to_dict() if getattr(cfg, f) != getattr(saved, f)}
-    fixed = [f"{k} ({getattr(saved, k)!r} -> {v!r})" for k, v in changed.items() if k not in RESUMABLE]
+    fixed = [f"{k} ({getattr(saved, k)!r} -> {v!r})" for k, v in changed.items() if k not in RESUMABLE_FIELDS]
     if fixed:
         raise ConfigError(f"config field(s) {', '.join(fixed)} cannot change on resume; "
-                          f"only {', '.join(RESUMABLE)} can (start a new run for the others)")
+                          f"only {', '.join(RESUMABLE_FIELDS)} can (start a new run for the others)")
     return changed
 
 

@@ -36,7 +36,9 @@ def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cf
                    seed: int = 0, device: str | torch.device = "cpu", fps: int = 4) -> Path:
     """A GIF with one row per sequence: ground truth, then ``samples`` predictions, side by side.
 
-    Predicted frames get a red border so they are told apart from conditioning frames.
+    A header names the columns; a footer says which frame t is shown and whether it is a
+    conditioning frame (ground truth everywhere) or a predicted one, which also gets a red
+    border in the sample columns.
     """
     idx = [i for i in indices if i < len(dataset)]
     x = torch.stack([dataset[i][0][:cfg.n_frames] for i in idx]).to(device)
@@ -46,15 +48,32 @@ def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cf
     for t in range(cfg.n_past, cfg.n_frames):  # red border on predicted frames
         for edge in (np.s_[:, :, t, :2], np.s_[:, :, t, -2:], np.s_[:, :, t, :, :2], np.s_[:, :, t, :, -2:]):
             pred[edge] = (220, 30, 30)
+    columns = ["ground truth"] + [f"sample {s + 1}" for s in range(samples)]
     frames = []
     for t in range(cfg.n_frames):
         rows = [np.concatenate([truth[b, t]] + [pred[s, b, t] for s in range(samples)], 1)
                 for b in range(len(idx))]
-        frames.append(Image.fromarray(np.concatenate(rows, 0)).resize(
-            (64 * (samples + 1) * 2, 64 * len(idx) * 2), Image.NEAREST))
+        grid = Image.fromarray(np.concatenate(rows, 0))
+        grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
+        kind = "conditioning frame (given)" if t < cfg.n_past else "predicted frame (red border)"
+        frames.append(_caption_frame(grid, columns, f"t = {t}: {kind}"))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
+    return out
+
+
+def _caption_frame(grid: "Image.Image", columns: list[str], footer: str, band: int = 16) -> "Image.Image":
+    """``grid`` with a white header naming its equal-width columns and a footer line."""
+    from PIL import ImageDraw
+
+    out = Image.new("RGB", (grid.width, grid.height + 2 * band), (255, 255, 255))
+    out.paste(grid, (0, band))
+    draw = ImageDraw.Draw(out)
+    width = grid.width // len(columns)
+    for k, name in enumerate(columns):
+        draw.text((k * width + 4, 2), name, fill=(0, 0, 0))
+    draw.text((4, band + grid.height + 2), footer, fill=(0, 0, 0))
     return out
 
 
@@ -79,20 +98,24 @@ def _frames_uint8(frames) -> np.ndarray:
     return arr if arr.dtype == np.uint8 else to_uint8(torch.as_tensor(arr))
 
 
-def plot_history(history: list[dict], title: str = "") -> "Figure":
+def plot_history(history: list[dict], title: str = "", copy_last: float | None = None) -> "Figure":
     """The report's Figs. 3.2/3.3 for one run: loss and MSE; KL with β; validation PSNR with
-    the teacher-forcing ratio — one panel each, against the epoch."""
+    the teacher-forcing ratio — one panel each, against the epoch. The loss and KL panels
+    are on log scales (a β step makes the loss jump by orders of magnitude for an epoch);
+    ``copy_last``, the copy-last-frame PSNR of the validation sequences, is drawn as a line."""
     rows = [r for r in history if "epoch" in r]
     ep = [r["epoch"] for r in rows]
     fig, axes = _figure(3, size=(4.2, 3.0))
     ax = axes[0, 0]
     ax.plot(ep, [r["loss"] for r in rows], "o-", label="loss (MSE + β·KL)")
     ax.plot(ep, [r["mse"] for r in rows], "s--", label="MSE (sum over frames)")
-    ax.set(xlabel="epoch", ylabel="per batch", title="training loss")
+    ax.set(xlabel="epoch", ylabel="per batch", title="training loss", yscale="log")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     ax.plot(ep, [r["kl"] for r in rows], "o-", color="C2", label="KL")
     ax.set(xlabel="epoch", ylabel="KL (sum over frames)", title="KL and β")
+    if all(r["kl"] > 0 for r in rows):
+        ax.set_yscale("log")
     twin = ax.twinx()
     twin.plot(ep, [r["beta"] for r in rows], "--", color="C3", label="β")
     twin.set_ylabel("β", color="C3")
@@ -101,6 +124,10 @@ def plot_history(history: list[dict], title: str = "") -> "Figure":
     val = [(r["epoch"], r["val_psnr"]) for r in rows if r.get("val_psnr") is not None]
     if val:
         ax.plot(*zip(*val), "o-", color="C4", label="validation PSNR")
+    if copy_last is not None:
+        ax.axhline(copy_last, color="0.4", linestyle="-.", label=f"copy last frame ({copy_last:.2f})")
+    if val or copy_last is not None:
+        ax.legend(fontsize=8, loc="upper left")
     ax.set(xlabel="epoch", ylabel="PSNR (dB)", title="validation PSNR and teacher forcing")
     twin = ax.twinx()
     twin.plot(ep, [r["tf_ratio"] for r in rows], "--", color="C5", label="tf ratio")
@@ -267,11 +294,20 @@ def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samp
     image = widgets.Image(value=png(0), format="png")
     caption = widgets.HTML()
 
+    def frame_psnr(row: np.ndarray, t: int) -> float:  # of the shown (uint8) frames
+        mse = np.mean((row[t].astype(np.float64) - rows[0][t]) ** 2) / 255.0**2
+        return 10 * np.log10(1 / mse) if mse > 0 else float("inf")
+
     def show(t: int) -> None:
         image.value = png(t)
-        kind = "conditioning frame (ground truth)" if t < n_past else "predicted frame"
-        caption.value = (f"<b>t = {t}</b>: {kind} &nbsp;|&nbsp; left to right: "
-                         + " &nbsp;·&nbsp; ".join(label.replace("\n", " ") for label in labels))
+        names = ["ground truth"] + [label.split("\n")[0] for label in labels[1:]]  # no sequence dB
+        if t < n_past:
+            parts = [f"{name}" for name in names]
+            kind = "conditioning frame (ground truth in every panel)"
+        else:
+            parts = [names[0]] + [f"{name}: {frame_psnr(row, t):.1f} dB" for name, row in zip(names[1:], rows[1:])]
+            kind = "predicted frame, PSNR of this frame"
+        caption.value = f"<b>t = {t}</b>: {kind} &nbsp;|&nbsp; " + " &nbsp;·&nbsp; ".join(parts)
 
     slider.observe(lambda change: show(change["new"]), names="value")
     show(0)

@@ -10,7 +10,8 @@ Every notebook in ``notebooks/`` opens with the same two cells::
 
     P = wb.config_from_params(globals(), "04_training")   # the validation cell
 
-``setup`` seeds, sets threads, configures plotting and remembers which global names
+``setup`` seeds, sets threads, configures plotting, unbinds every name that can be a
+parameter (left from an earlier run in the same kernel) and remembers which global names
 exist *before* the parameters cell. ``config_from_params`` then looks at the names that
 appeared or changed since: the parameters cell's own names and whatever papermill
 injected after it. A name that is neither one of the notebook's declared parameters
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from lab5.config import Config, ConfigError, _coerce, make_config
+from lab5.config import RUNTIME_FIELDS, Config, ConfigError, _coerce, make_config
 from lab5.hardware import resolve_device, resolve_precision
 
 # --------------------------------------------------------------------------------------
@@ -63,10 +64,6 @@ STREAMED = ("04_training",)
 PARAM_TYPES: dict[str, Any] = {"preset": str, "data_root": "path", "run_dir": "path",
                                "figures_dir": "path", "interactive": bool, "samples": int,
                                "max_sequences": int}
-
-# Config fields that do not change what a run computes, or that a run can be extended
-# in (epochs): they neither name a run directory nor block loading or resuming a run.
-RUNTIME_FIELDS = ("epochs", "num_workers", "device", "threads", "checkpoint_every", "compile")
 
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 _PLAIN = (type(None), bool, int, float, str, list, tuple, dict, Path)
@@ -108,6 +105,11 @@ class NotebookParams:
         """The run's name: the preset, overrides that change what is computed, and the data
         root's folder name when it is not the embedded set (so runs on other data never collide)."""
         return run_name(self.preset, self.overrides, self.data_root)
+
+    @property
+    def stem(self) -> str:
+        """``name`` as a file-name part: ``demo_lr-0.001`` for ``demo,lr=0.001``."""
+        return self.name.replace(",", "_").replace("=", "-").replace("/", "_")
 
     def __str__(self) -> str:
         data = "embedded (simulated)" if self.data_root is None else show_path(self.data_root)
@@ -243,6 +245,12 @@ def setup(seed: int = 0, threads: int | None = None, namespace: dict[str, Any] |
 
     if namespace is None:
         namespace = sys._getframe(1).f_globals
+    # A second Run All in the same kernel: the previous run's parameter values are still bound,
+    # and the parameters cell may bind a name to the very object it already holds (a small int,
+    # True, None), which no snapshot can tell from "unchanged". Unbinding every name that can be
+    # a parameter makes whatever the parameters cell (and papermill) bind next count, every run.
+    for name in (config_fields() | set().union(*NOTEBOOKS.values())) & namespace.keys():
+        del namespace[name]
     namespace[_WINDOW_KEY] = _Window(baseline=dict(namespace))
     random.seed(seed)
     np.random.seed(seed)
@@ -282,6 +290,11 @@ def _plot_style() -> None:
             # formatter that renders a Figure a cell returns as an image.
             ip.run_line_magic("matplotlib", "inline")
             ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
+            # The text a viewer without images falls back to (and nbval compares).
+            from matplotlib.figure import Figure
+
+            ip.display_formatter.formatters["text/plain"].for_type(
+                Figure, lambda fig, p, cycle: p.text(f"[figure: {len(fig.axes)} panels, shown as an image]"))
     except Exception:  # not in IPython, or no inline backend
         pass
 
@@ -328,6 +341,14 @@ def save_figure(fig, name: str, folder: str | Path | None = None) -> Path:
     return path
 
 
+def show_image(path: str | Path):
+    """An image file (PNG, GIF) as a cell output, embedded in the notebook: it shows wherever
+    the executed notebook is written, where a Markdown link to figures/ would break."""
+    from IPython.display import Image
+
+    return Image(filename=str(path))
+
+
 def _tidy(value: Any, digits: int) -> Any:
     if isinstance(value, float):
         return round(value, digits) + 0.0   # + 0.0 turns -0.0 into 0.0
@@ -355,7 +376,7 @@ def save_results(results: dict[str, Any], params: NotebookParams) -> Path:
     """Write ``evaluate_model``'s results as ``05_results_<run name>.json`` beside the figures."""
     from lab5.evaluate import save_json
 
-    path = Path(params.figures_dir) / f"05_results_{params.name}.json"
+    path = Path(params.figures_dir) / f"05_results_{params.stem}.json"
     save_json(results, path)
     print(f"saved {show_path(path)}")
     return path
@@ -681,5 +702,5 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 __all__ = ["NOTEBOOKS", "NotebookParams", "NotebookFailed", "setup", "config_from_params",
-           "validate_params", "data_root", "save_figure", "show_path", "evaluation_run",
+           "validate_params", "data_root", "save_figure", "show_image", "show_path", "evaluation_run",
            "run_workbook", "run_sweep", "parse_grid", "combination_name", "register"]

@@ -2,9 +2,13 @@
 
 * ``test_widget_harness`` runs a tiny notebook (Play + IntSlider + a kernel callback) and
   proves the whole chain: server, Chromium, kernel, the ipywidgets lab extension.
+* ``test_committed_notebook_shows_its_plots`` opens each committed notebook as a student
+  would (no kernel run) and asserts that every cell that saves a figure shows it as a loaded
+  image; a screenshot of its first plot is kept at ``figures/browser_0N_<name>.png``.
 * ``test_05_evaluation`` opens a fresh (outputs stripped) copy of ``notebooks/05_evaluation.ipynb``,
-  runs all cells through the Run menu, asserts that no traceback appeared and that the frame
-  widget rendered and plays, and keeps a screenshot at ``figures/browser_05_evaluation.png``.
+  runs all cells through the Run menu, asserts that no traceback appeared, that the plots
+  render and that the frame widget rendered and plays, and keeps a screenshot at
+  ``figures/browser_05_evaluation.png``.
 
 Nothing here downloads a browser: Playwright only *drives* ``/usr/bin/chromium``
 (``.ci/install_browser.sh`` installs it).  Run with ``pytest -m browser``.
@@ -396,6 +400,55 @@ def test_harness_sees_errors(browser, lab, tmp_path):
     assert [c["prompt"] for c in seen["cells"]][-1] == "[ ]:"
 
 
+# Per code cell on show: its source (start) and how many images in its outputs have loaded.
+CELL_IMAGES_JS = r"""() => Array.from(
+  document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell')).map(c => ({
+  source: ((c.querySelector('.jp-InputArea-editor') || {}).innerText || ''),
+  images: Array.from(c.querySelectorAll('.jp-OutputArea-output img'))
+    .filter(i => i.complete && i.naturalWidth > 0).length,
+}))"""
+
+
+def _plots_render(page) -> list[dict]:
+    """The cells that save a figure (``wb.save_figure(``) but show no loaded image."""
+    page.wait_for_timeout(1000)
+    cells = page.evaluate(CELL_IMAGES_JS)
+    plotting = [c for c in cells if "wb.save_figure(" in c["source"]]
+    assert plotting, "no plotting cell found on the page"
+    return [c["source"][:80] for c in plotting if c["images"] < 1]
+
+
+@pytest.mark.parametrize("name", ["01_derivation", "02_data_exploration", "03_model_build", "04_training",
+                                  "05_evaluation"])
+def test_committed_notebook_shows_its_plots(browser, lab, tmp_path, name):
+    """A committed notebook opened in JupyterLab, nothing run: every plot is an image. The
+    screenshot (its first image, else its first output) goes to figures/, but for 05, whose
+    screenshot comes from test_05_evaluation's live run."""
+    import nbformat
+
+    src = NOTEBOOKS / f"{name}.ipynb"
+    nb = nbformat.read(src, as_version=4)
+    nbformat.write(nb, lab["root"] / "notebooks" / src.name)
+    rel = f"notebooks/{src.name}"
+    with _page(browser, tmp_path) as page:
+        page.set_default_timeout(60_000)
+        page.goto(f"{lab['url']}/lab/workspaces/{name}/tree/{rel}?reset&token={lab['token']}")
+        page.wait_for_selector(f"{PANEL} .jp-CodeCell .jp-OutputArea-output")
+        plots = "wb.save_figure(" in src.read_text()
+        if plots:
+            page.wait_for_function("""() => Array.from(document.querySelectorAll(
+                '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img')).some(i => i.complete && i.naturalWidth)""")
+            missing = _plots_render(page)
+            assert not missing, f"plotting cells without a rendered image: {missing}"
+        first = page.locator(f"{PANEL} .jp-OutputArea-output {'img' if plots else ''}".strip()).first
+        first.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        shot = tmp_path / f"browser_{name}.png"
+        page.screenshot(path=str(shot))
+    if FIGURES.is_dir() and name != "05_evaluation":
+        shutil.copyfile(shot, FIGURES / shot.name)
+
+
 # 05's parameters for the browser run (papermill-injected into the temp copy): the real code
 # path on fewer test sequences, figures into tmp (the committed figures/ stay as they are).
 EVAL_PARAMETERS: dict = {"interactive": True, "max_sequences": 16}
@@ -416,6 +469,8 @@ def test_05_evaluation(browser, lab, tmp_path):
     with _page(browser, tmp_path) as page:
         seen = _run_all(page, lab, f"notebooks/{src.name}", timeout_s=240)
         _check_run(seen)
+        missing = _plots_render(page)
+        assert not missing, f"plotting cells without a rendered image after Run All: {missing}"
         page.wait_for_selector(".jupyter-widgets.widget-play", state="visible", timeout=30_000)
         assert page.locator("img.widget-image").first.is_visible(), "the player's image is not shown"
         frame = _check_widget_plays(page)

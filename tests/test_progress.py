@@ -1,8 +1,8 @@
 """Progress bars refresh a bounded number of times (lab5.progress).
 
 The kernel test runs a training-shaped loop (600 steps, a postfix per step, six bars) in a
-real Jupyter kernel, where tqdm draws ipywidgets, and counts the IOPub messages the cell
-sends: nbval reads them only after the cell ends, 5 s per message at most, and a backlog of
+real Jupyter kernel, where plain ``tqdm.auto`` draws ipywidgets and lab5's bars are text, and
+counts the IOPub messages the cell sends: nbval reads them only after the cell ends, 5 s per message at most, and a backlog of
 about 1,000 timed out 04_training in CI. Plain tqdm is measured side by side, so the test
 shows the bound matters, not only that it holds.
 """
@@ -31,19 +31,23 @@ for epoch in range(6):
 """
 
 
-def _iopub_messages(kc, code: str) -> int:
-    """How many IOPub messages executing ``code`` sends, through the kernel's final idle."""
+def _iopub(kc, code: str) -> list[dict]:
+    """The IOPub messages executing ``code`` sends, through the kernel's final idle."""
     msg_id = kc.execute(code)
     reply = kc.get_shell_msg(timeout=120)
     assert reply["content"]["status"] == "ok", reply["content"]
-    n = 0
+    msgs = []
     while True:
         msg = kc.get_iopub_msg(timeout=30)
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
-        n += 1
+        msgs.append(msg)
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return n
+            return msgs
+
+
+def _iopub_messages(kc, code: str) -> int:
+    return len(_iopub(kc, code))
 
 
 def test_text_bar_refreshes_about_refreshes_times():
@@ -78,6 +82,8 @@ def test_training_loop_in_a_kernel_sends_a_bounded_number_of_messages():
                 break
         ours = _iopub_messages(kc, LOOP.format(make="progress_bar", refresh=", refresh=False"))
         plain = _iopub_messages(kc, LOOP.format(make="tqdm", refresh=""))
+        # A stored notebook keeps what a bar streamed: text on stdout, ending in its final state.
+        kept = _iopub(kc, "from lab5.progress import progress_bar\nfor _ in progress_bar(range(40), desc='gen'): pass")
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
@@ -85,3 +91,7 @@ def test_training_loop_in_a_kernel_sends_a_bounded_number_of_messages():
     print("iopub messages: progress.bar", ours, "plain tqdm", plain)
     assert ours <= 6 * (12 + 3 * progress.REFRESHES), ours
     assert plain > 3 * ours, (plain, ours)
+    assert not [m for m in kept if m["msg_type"].startswith("comm")]
+    text = "".join(m["content"]["text"] for m in kept if m["msg_type"] == "stream"
+                   and m["content"]["name"] == "stdout")
+    assert text.rstrip().split("\r")[-1].startswith("gen: 100%") and "40/40" in text

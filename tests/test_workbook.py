@@ -160,6 +160,55 @@ def test_notebook_shape(name):
         assert not any(o.output_type == "error" for c in code for o in c.outputs)
 
 
+@pytest.mark.parametrize("name", list(wb.NOTEBOOKS))
+def test_committed_plots_are_images(name):
+    """Every cell that saves a figure shows it: an image/png output in the committed notebook
+    (a Figure returned without the inline formatter is only the text '<Figure size ...>')."""
+    nb = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+    plotting = [c for c in nb.cells if c.cell_type == "code" and "wb.save_figure(" in c.source]
+    for c in plotting:
+        assert any("image/png" in o.get("data", {}) for o in c.outputs), c.source
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            text = "".join(o.get("data", {}).get("text/plain", "")) + "".join(o.get("text", ""))
+            assert "<Figure size" not in text, c.source
+
+
+def test_figure_names_carry_no_commas_or_equals_and_runtime_fields_name_no_run():
+    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, lr=1e-3, kl_mode="cyclical")
+    p = wb.config_from_params(ns, "05_evaluation", baseline=base)
+    assert p.name == "demo,kl_mode=cyclical,lr=0.001" and p.stem == "demo_kl_mode-cyclical_lr-0.001"
+    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, bf16=False, channels_last=True, threads=1)
+    assert wb.config_from_params(ns, "05_evaluation", baseline=base).name == "demo"
+    for nb_name in ("04_training", "05_evaluation"):
+        text = (NOTEBOOKS_DIR / f"{nb_name}.ipynb").read_text()
+        assert "_{P.name}" not in text and "_{P.stem}" in text   # file names use the stem
+
+
+def test_05_with_a_runtime_override_evaluates_the_shipped_checkpoint(capsys):
+    from lab5.runs import shipped_demo
+
+    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, bf16=False)
+    p = wb.config_from_params(ns, "05_evaluation", baseline=base)
+    _, _, src, _ = wb.evaluation_run(p)
+    assert src == shipped_demo()
+    assert capsys.readouterr().out.startswith("evaluating checkpoints/demo: demo preset")
+
+
+def test_read_results_is_written_from_the_numbers():
+    from lab5.evaluate import read_results
+
+    results = {"psnr": {"mean": 29.45}, "ssim": {"mean": 0.934}, "copy_last": {"psnr": 23.81, "ssim": 0.876},
+               "shuffled_actions": {"psnr": 23.17}, "best_of_n": {"n": 3, "psnr": {"best": 29.51, "worst": 29.39}}}
+    text = read_results(results)
+    assert "5.64 dB above copy-last-frame" in text and "0.058 above it in SSIM" in text
+    assert "costs 6.28 dB: it uses them" in text and "differ by 0.12 dB" in text and "is small" in text
+    worse = {"psnr": {"mean": 23.5}, "copy_last": {"psnr": 23.8}, "shuffled_actions": {"psnr": 23.45}}
+    text = read_results(worse)
+    assert "0.30 dB below copy-last-frame" in text and "little more than holding" in text
+    assert "costs 0.05 dB: it hardly uses them" in text
+
+
 # --- load_or_train -----------------------------------------------------------------------------
 
 @pytest.fixture
@@ -240,3 +289,61 @@ def test_sweep_runs_training_and_evaluation_per_grid_point(tiny_root, tmp_path):
         assert row["test_psnr"] > 0 and row["best_val_psnr"] > 0
         # figures are named by the run: preset, grid values and the data root's folder name
         assert (folder / "figures" / f"05_filmstrip_smoke,lr={row['lr']},data=root.png").is_file()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_second_run_all_in_the_same_kernel_takes_the_edited_parameters():
+    # 05's own setup, parameters and validation cells in one real kernel, as Run All twice
+    # with edits between: back to the default small int (samples 3), to 0 and to None.
+    import queue
+
+    from jupyter_client.manager import start_new_kernel
+
+    cells = nbformat.read(NOTEBOOKS_DIR / "05_evaluation.ipynb", as_version=4).cells
+    k = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    setup, params, check = cells[k - 1].source, cells[k].source, cells[k + 1].source
+
+    def edited(**values) -> str:
+        lines = []
+        for line in params.splitlines():
+            name = line.split("=", 1)[0].strip()
+            lines.append(f"{name} = {values[name]!r}" if name in values else line)
+        return "\n".join(lines)
+
+    def run(kc, code: str) -> str:
+        msg_id = kc.execute(code)
+        reply = kc.get_shell_msg(timeout=120)
+        out = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return "".join(out)
+
+    report = "\nprint('PARAMS', P.samples, P.max_sequences, P.run_dir)"
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=120, cwd=str(NOTEBOOKS_DIR))
+    try:
+        while True:  # start-up chatter
+            try:
+                kc.get_iopub_msg(timeout=1)
+            except queue.Empty:
+                break
+        seen = []
+        edit = {"samples": 6, "max_sequences": 32, "run_dir": "runs/elsewhere"}
+        # The same edit twice: the second run binds the very objects the first left (6 and 32
+        # are cached small ints), which a "changed since setup" test cannot see.
+        for values in (edit, edit, {"samples": 3, "max_sequences": 0, "run_dir": None}):
+            out = run(kc, setup) + run(kc, edited(**values)) + run(kc, check + report)
+            seen.append(next(line for line in out.splitlines() if line.startswith("PARAMS")))
+        # An edit of the parameters cell re-run without the setup cell counts too.
+        out = run(kc, edited(samples=5)) + run(kc, check + report)
+        seen.append(next(line for line in out.splitlines() if line.startswith("PARAMS")))
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert seen == ["PARAMS 6 32 runs/elsewhere"] * 2 + ["PARAMS 3 0 None", "PARAMS 5 0 None"]
