@@ -287,8 +287,9 @@ def test_sweep_runs_training_and_evaluation_per_grid_point(tiny_root, tmp_path):
         folder = out / f"lr={row['lr']}"
         assert (folder / "run" / "best.pt").is_file() and (folder / "05_evaluation.ipynb").is_file()
         assert row["test_psnr"] > 0 and row["best_val_psnr"] > 0
-        # figures are named by the run: preset, grid values and the data root's folder name
-        assert (folder / "figures" / f"05_filmstrip_smoke,lr={row['lr']},data=root.png").is_file()
+        # figures are named by the run (preset, grid values, the data root's folder name), in a
+        # file-name form without commas or "="
+        assert (folder / "figures" / f"05_filmstrip_smoke_lr-{row['lr']}_data-root.png").is_file()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
