@@ -53,12 +53,15 @@ def loader_rate(dataset, cfg, workers: int, batches: int, pin: bool) -> dict:
 
 def make_step(cfg, cond_dim: int, device: torch.device):
     """One fast training iteration as a function of a batch."""
+    from lab5.hardware import resolve_precision, tune_cpu_allocator
     from lab5.models.cvae import CVAE
     from lab5.steps import train_forward
 
+    if device.type == "cpu":
+        tune_cpu_allocator()  # as the Solver trains
     torch.manual_seed(cfg.seed)
     model = CVAE(cfg, cond_dim).to(device)
-    if cfg.channels_last:
+    if resolve_precision(cfg.bf16, cfg.channels_last, device).channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             make_synthetic(root, train=256, validate=0, test=0, seed=0, progress=False)
             build_cache(root, progress=False)
         for preset in args.presets.split(","):
-            over = {"step": "fast", "bf16": True, "channels_last": True, "device": args.device}
+            over = {"step": "fast", "bf16": "auto", "channels_last": "auto", "device": args.device}
             if args.batch_size:
                 over["batch_size"] = args.batch_size
             cfg = make_config(preset, overrides=over)

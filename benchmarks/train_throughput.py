@@ -229,9 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.isa and any(os.environ.get(k) != v for k, v in ISA_ENV[args.isa].items()):
+        if argv is not None:  # called from Python: torch is loaded already, nothing to re-run
+            parser.error(f"--isa {args.isa}: set {ISA_ENV[args.isa]} in the environment instead")
         # Set before torch loads, for this process (the conv ceiling) and every worker.
         os.environ.update(ISA_ENV[args.isa])
-        os.execv(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)])
+        os.execv(sys.executable, [sys.executable, __file__, *sys.argv[1:]])
     if args.worker:
         print(json.dumps(worker(args)))
         return 0

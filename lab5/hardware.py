@@ -8,7 +8,8 @@
   ``"auto"``) resolved for a device, with a one-line reason a summary can print, and a
   warning when bf16 is forced on where it is emulated.
 * ``tune_cpu_allocator``: keep large CPU tensors in glibc's heap, where freed blocks are
-  reused, instead of fresh ``mmap`` pages on every allocation.
+  reused, instead of fresh ``mmap`` pages on every allocation; ``trim_cpu_memory`` gives the
+  kept memory back when training is over.
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def resolve_precision(bf16: Any, channels_last: Any, device: torch.device | str)
     """``bf16`` auto: on where the device computes bfloat16 natively. ``channels_last`` auto:
     on with bf16 only (in float32 oneDNN's NCHW kernels were the faster ones here: see the
     README's performance section)."""
+    for name, value in (("bf16", bf16), ("channels_last", channels_last)):
+        if value not in (True, False, AUTO):
+            raise ConfigError(f"config field '{name}': {value!r} is not one of [True, False, '{AUTO}']")
     device_type = torch.device(device).type
     native = native_bf16(device_type)
     use_bf16 = native if bf16 == AUTO else bool(bf16)
@@ -133,7 +137,10 @@ def tune_cpu_allocator() -> bool:
     fresh pages and unmaps it on free: a training step that batches frames allocates
     gigabytes this way per iteration, and the kernel zero-fills every page again. Raising
     the threshold (and the trim threshold, so the heap is not handed back at each free)
-    keeps those blocks for reuse. Returns whether it applied (glibc only; a no-op elsewhere).
+    keeps those blocks for reuse. It serves the main thread's heap, where training allocates
+    (other threads' arenas still map large blocks). Returns whether it applied (glibc only, and
+    a glibc that accepts the threshold; a no-op elsewhere). ``trim_cpu_memory`` hands the
+    kept memory back to the system.
     """
     global _allocator_tuned
     if _allocator_tuned:
@@ -145,11 +152,18 @@ def tune_cpu_allocator() -> bool:
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)) == 1
-    ok = libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1)) == 1 and ok
-    _allocator_tuned = ok
-    return ok
+    # The threshold first: a glibc that refuses it (older ones cap it at 32 MiB) is left as it was.
+    if libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)) != 1:
+        return False
+    _allocator_tuned = libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1)) == 1
+    return _allocator_tuned
+
+
+def trim_cpu_memory() -> None:
+    """Return the heap's free memory to the system (after training, in a long-lived kernel)."""
+    if _allocator_tuned:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 __all__ = ["AUTO", "Precision", "cpu_capability", "cpu_model", "native_bf16", "resolve_device",
-           "resolve_precision", "tune_cpu_allocator"]
+           "resolve_precision", "trim_cpu_memory", "tune_cpu_allocator"]

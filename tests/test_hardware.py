@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from lab5.config import AUTO, ConfigError, get_preset, make_config
 from lab5.hardware import native_bf16, resolve_precision
 
 REPO = Path(__file__).parents[1]
+x86_only = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                              reason="the AVX2 dispatch settings exist on x86 only")
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
@@ -42,6 +45,8 @@ def test_resolution_rules() -> None:
     assert forced.bf16 is True
     assert (forced.warning() is None) is native
     assert "bf16 auto -> " in auto.describe() and auto.as_dict()["native_bf16"] is native
+    with pytest.raises(ConfigError, match="bf16"):
+        resolve_precision("false", AUTO, "cpu")  # a string other than auto is not a switch
 
 
 def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -49,6 +54,7 @@ def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
+@x86_only
 def test_avx2_kernels_resolve_bf16_off() -> None:
     proc = _python("from lab5.config import get_preset; from lab5.hardware import resolve_precision as r\n"
                    "p = r(get_preset('demo').bf16, get_preset('demo').channels_last, 'cpu')\n"
@@ -59,13 +65,14 @@ def test_avx2_kernels_resolve_bf16_off() -> None:
     assert second.startswith("bf16 auto -> off (bf16 emulated on this CPU: AVX2")
 
 
+@x86_only
 @pytest.mark.parametrize("bf16", ["true", "auto"])
 def test_train_records_resolution_and_warns_once_when_forced(bf16: str, tiny_root: Path,
                                                               tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "lab5", "train", "--preset", "smoke", "--data", str(tiny_root), "--run-dir",
-         str(run_dir), "--set", f"bf16={bf16}", "epochs=1", "iters_per_epoch=1", "threads=1"],
+         str(run_dir), "--set", f"bf16={bf16}", "epochs=1", "iters_per_epoch=1", "threads=1", "device=cpu"],
         cwd=REPO, env={**os.environ, **AVX2_ENV}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: bf16=true")]
