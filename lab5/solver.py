@@ -335,8 +335,8 @@ class Solver:
         if self.progress and self.dist.main:
             val = f", val PSNR {row['val_psnr']:.2f} dB" if row["val_psnr"] is not None else ""
             write(f"epoch {row['epoch']}/{cfg.epochs} ({n} iterations, {time.perf_counter() - t0:.0f} s): "
-                       f"loss {row['loss']:.4f}, mse {row['mse']:.4f}, kl {row['kl']:.3f}, beta {beta:.3g}, "
-                       f"tf {tf_ratio:.2f}{val}")
+                  f"loss {row['loss']:.4f}, mse {row['mse']:.4f}, kl {row['kl']:.3f}, beta {beta:.3g}, "
+                  f"tf {tf_ratio:.2f}{val}")
         return row
 
     @torch.no_grad()
@@ -378,7 +378,6 @@ class Solver:
 
 def _zero_acc() -> dict[str, float]:
     return {"loss": 0.0, "mse": 0.0, "kl": 0.0, "tf": 0.0, "n": 0}
-
 
 
 def _resume_overrides(saved: Config, cfg: Config) -> dict[str, Any]:
