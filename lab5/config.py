@@ -49,6 +49,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def check_switch(name: str, value: Any) -> None:
+    """A TRISTATE field's value must be True, False or AUTO."""
+    if value not in (True, False, AUTO) or isinstance(value, int) and not isinstance(value, bool):
+        raise ConfigError(f"config field '{name}': {value!r} is not one of [True, False, '{AUTO}']")
+
+
 @dataclass
 class Config:
     """Every hyperparameter of a training or evaluation run."""
@@ -114,9 +120,7 @@ class Config:
     def validate(self) -> "Config":
         """Check ranges and choices; raise ConfigError naming the first bad field."""
         for name in TRISTATE:
-            if getattr(self, name) not in (True, False, AUTO):
-                raise ConfigError(f"config field '{name}': {getattr(self, name)!r} is not one of "
-                                  f"[True, False, '{AUTO}']")
+            check_switch(name, getattr(self, name))
         for name, allowed in CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
@@ -296,4 +300,5 @@ def make_config(preset: str = "demo", overrides: dict[str, Any] | None = None,
     return cfg.validate()
 
 
-__all__ = ["AUTO", "RESUMABLE_FIELDS", "RUNTIME_FIELDS", "TRISTATE", "Config", "ConfigError", "PRESETS", "get_preset", "make_config"]
+__all__ = ["AUTO", "RESUMABLE_FIELDS", "RUNTIME_FIELDS", "TRISTATE", "Config", "ConfigError", "check_switch",
+           "PRESETS", "get_preset", "make_config"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lab5.config import AUTO, ConfigError
+from lab5.config import AUTO, ConfigError, check_switch
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) at or above AVX512_CORE_BF16: those under which oneDNN
 # may still use the CPU's bf16 instructions. Any lower cap (AVX2, AVX512_CORE, ...) emulates bf16.
@@ -117,9 +117,8 @@ def resolve_precision(bf16: Any, channels_last: Any, device: torch.device | str)
     """``bf16`` auto: on where the device computes bfloat16 natively. ``channels_last`` auto:
     on with bf16 only (in float32 oneDNN's NCHW kernels were the faster ones here: see the
     README's performance section)."""
-    for name, value in (("bf16", bf16), ("channels_last", channels_last)):
-        if value not in (True, False, AUTO):
-            raise ConfigError(f"config field '{name}': {value!r} is not one of [True, False, '{AUTO}']")
+    check_switch("bf16", bf16)
+    check_switch("channels_last", channels_last)
     device_type = torch.device(device).type
     native = native_bf16(device_type)
     use_bf16 = native if bf16 == AUTO else bool(bf16)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from lab5.config import Config
-from lab5.evaluate import generate
+from lab5.evaluate import generate, psnr_per_frame
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -294,9 +294,8 @@ def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samp
     image = widgets.Image(value=png(0), format="png")
     caption = widgets.HTML()
 
-    def frame_psnr(row: np.ndarray, t: int) -> float:  # of the shown (uint8) frames
-        mse = np.mean((row[t].astype(np.float64) - rows[0][t]) ** 2) / 255.0**2
-        return 10 * np.log10(1 / mse) if mse > 0 else float("inf")
+    shown = torch.from_numpy(np.stack(rows)).float() / 255  # [rows, T, H, W, 3], as displayed
+    psnr = psnr_per_frame(shown[1:], shown[:1].expand_as(shown[1:])).tolist()  # [samples][T]
 
     def show(t: int) -> None:
         image.value = png(t)
@@ -305,7 +304,7 @@ def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samp
             parts = [f"{name}" for name in names]
             kind = "conditioning frame (ground truth in every panel)"
         else:
-            parts = [names[0]] + [f"{name}: {frame_psnr(row, t):.1f} dB" for name, row in zip(names[1:], rows[1:])]
+            parts = [names[0]] + [f"{name}: {p[t]:.1f} dB" for name, p in zip(names[1:], psnr)]
             kind = "predicted frame, PSNR of this frame"
         caption.value = f"<b>t = {t}</b>: {kind} &nbsp;|&nbsp; " + " &nbsp;·&nbsp; ".join(parts)
 
