@@ -1,18 +1,8 @@
 """Numerical checks of the CVAE derivation that ``notebooks/01_derivation`` walks through.
 
-Each function checks one step of the derivation by computing the same quantity two ways,
-one of them lab5's own code (``lab5.losses.kl_gaussian``, ``lab5.models.lstm.reparameterize``,
-``lab5.steps``), and returns plain numbers for the notebook to print:
-
-* ``toy_elbo``: on a one-dimensional linear-Gaussian model where log p(x) is known exactly,
-  the ELBO  E_q log p(x|z) − KL(q ‖ p)  is a lower bound with gap KL(q ‖ p(z|x)), while the
-  report's eq. 1.1 (… + KL) overshoots log p(x);
-* ``kl_check``: the analytic Gaussian KL against a Monte-Carlo estimate, for the fixed
-  N(0, I) prior and for a learned (arbitrary diagonal Gaussian) prior;
-* ``gradient_check``: the reparameterised gradient of E_q f(z) against the score-function
-  (REINFORCE) estimate and the exact value, with their standard errors;
-* ``likelihood_vs_mse``: a fixed-variance Gaussian likelihood is MSE up to scale and constant;
-* ``loss_decomposition``: lab5's training step computes  Σ_t MSE_t + β·Σ_t KL_t.
+Each function checks one step by computing the same quantity two ways, one of them lab5's
+own code (``losses.kl_gaussian``, ``models.lstm.reparameterize``, ``steps.exact_step``), and
+returns plain numbers for the notebook to print.
 """
 
 from __future__ import annotations
@@ -23,8 +13,11 @@ from typing import Any
 import torch
 from torch.distributions import Normal
 
+from lab5.config import get_preset
 from lab5.losses import frame_mse, kl_gaussian
+from lab5.models.cvae import CVAE
 from lab5.models.lstm import reparameterize
+from lab5.steps import exact_step
 
 
 def _normal_logpdf(x: torch.Tensor, mean: torch.Tensor | float, var: torch.Tensor | float) -> torch.Tensor:
@@ -34,69 +27,60 @@ def _normal_logpdf(x: torch.Tensor, mean: torch.Tensor | float, var: torch.Tenso
 
 def toy_elbo(x: float = 1.5, w: float = 2.0, noise: float = 0.5, q_mu: float | None = None,
              q_var: float | None = None, n: int = 200_000, seed: int = 0) -> dict[str, float]:
-    """The bound on ``z ~ N(0,1), x|z ~ N(w·z, noise²)`` for a Gaussian q(z) = N(q_mu, q_var).
-
-    q defaults to the exact posterior p(z|x). Returns log p(x) (exact), the ELBO analytically
-    and by Monte Carlo (with standard error), the gap log p(x) − ELBO, KL(q ‖ p(z|x)), and
-    the report's eq. 1.1 value  E_q log p(x|z) + KL(q ‖ p).
-    """
+    """The bound on ``z ~ N(0,1), x|z ~ N(w·z, noise²)`` (log p(x) known exactly) for a Gaussian
+    q(z) = N(q_mu, q_var), by default the exact posterior p(z|x): log p(x), the ELBO
+    E_q log p(x|z) − KL(q ‖ p)  analytically and by Monte Carlo (with standard error), the gap
+    log p(x) − ELBO, which equals KL(q ‖ p(z|x)), and the report's eq. 1.1 value
+    E_q log p(x|z) + KL(q ‖ p), which overshoots log p(x)."""
     post_var = 1.0 / (1.0 + w * w / noise**2)
     post_mu = post_var * w * x / noise**2
     q_mu = post_mu if q_mu is None else q_mu
     q_var = post_var if q_var is None else q_var
     t = lambda v: torch.tensor([[float(v)]], dtype=torch.float64)  # noqa: E731  [batch 1, z 1]
-    log_px = float(_normal_logpdf(torch.tensor(x, dtype=torch.float64), 0.0, w * w + noise**2))
+    x_t = torch.tensor(x, dtype=torch.float64)
+    log_px = float(_normal_logpdf(x_t, 0.0, w * w + noise**2))
     # E_q log p(x|z) in closed form: E[(x − w z)²] = (x − w·q_mu)² + w²·q_var.
     expected_loglik = -0.5 * (math.log(2 * math.pi * noise**2) + ((x - w * q_mu) ** 2 + w * w * q_var) / noise**2)
-    kl_prior = float(kl_gaussian(t(q_mu), t(math.log(q_var))))          # KL(q ‖ N(0,1))
-    kl_post = float(kl_gaussian(t(q_mu), t(math.log(q_var)), t(post_mu), t(math.log(post_var))))
-    gen = torch.Generator().manual_seed(seed)
-    z = reparameterize(t(q_mu).expand(n, 1), t(math.log(q_var)).expand(n, 1), gen)[:, 0]
-    terms = (_normal_logpdf(torch.tensor(x, dtype=torch.float64), w * z, noise**2)
-             + _normal_logpdf(z, 0.0, 1.0) - _normal_logpdf(z, q_mu, q_var))  # log p(x,z) − log q(z)
-    return {"log p(x)": log_px, "ELBO": expected_loglik - kl_prior, "ELBO (Monte Carlo)": float(terms.mean()),
-            "MC standard error": float(terms.std() / math.sqrt(n)),
-            "log p(x) - ELBO": log_px - (expected_loglik - kl_prior), "KL(q || p(z|x))": kl_post,
-            "report eq. 1.1 (+KL)": expected_loglik + kl_prior}
+    mu, lv = t(q_mu), t(math.log(q_var))
+    kl_prior = float(kl_gaussian(mu, lv))                                # KL(q ‖ N(0,1))
+    kl_post = float(kl_gaussian(mu, lv, t(post_mu), t(math.log(post_var))))
+    z = reparameterize(mu.expand(n, 1), lv.expand(n, 1), torch.Generator().manual_seed(seed))[:, 0]
+    # log p(x,z) − log q(z) per sample: its mean under q is the ELBO.
+    terms = _normal_logpdf(x_t, w * z, noise**2) + _normal_logpdf(z, 0.0, 1.0) - _normal_logpdf(z, q_mu, q_var)
+    elbo = expected_loglik - kl_prior
+    return {"log p(x)": log_px, "ELBO": elbo, "ELBO (Monte Carlo)": float(terms.mean()),
+            "MC standard error": float(terms.std() / math.sqrt(n)), "log p(x) - ELBO": log_px - elbo,
+            "KL(q || p(z|x))": kl_post, "report eq. 1.1 (+KL)": expected_loglik + kl_prior}
 
 
 def kl_check(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor | None = None,
              logvar_p: torch.Tensor | None = None, n: int = 200_000, seed: int = 0) -> dict[str, float]:
     """``kl_gaussian`` (per sequence: summed over z, divided by batch) against Monte Carlo.
 
-    ``mu_q``/``logvar_q`` are ``[B, Z]``; the prior is N(0, I) when ``mu_p`` is None. The
-    MC estimate averages log q(z) − log p(z) over ``n`` reparameterised samples per row,
-    sums over z and averages over the batch, which is what ``kl_gaussian`` computes.
-    Also returns E_q[log p(z) − log q(z)], the term as it appears in the ELBO: −KL.
+    ``mu_q``/``logvar_q`` are ``[B, Z]``; the prior is N(0, I) when ``mu_p`` is None, else any
+    diagonal Gaussian (a learned prior). The MC estimate, like ``kl_gaussian``, sums over z and
+    averages over the batch; with it comes E_q[log p(z) − log q(z)], the ELBO's term: −KL.
     """
     mu_p = torch.zeros_like(mu_q) if mu_p is None else mu_p
     logvar_p = torch.zeros_like(logvar_q) if logvar_p is None else logvar_p
     analytic = float(kl_gaussian(mu_q, logvar_q, mu_p, logvar_p))
-    gen = torch.Generator().manual_seed(seed)
     B, Z = mu_q.shape
-    z = reparameterize(mu_q.expand(n, B, Z), logvar_q.expand(n, B, Z), gen)
+    z = reparameterize(mu_q.expand(n, B, Z), logvar_q.expand(n, B, Z), torch.Generator().manual_seed(seed))
     log_q = Normal(mu_q, torch.exp(0.5 * logvar_q)).log_prob(z).sum(-1)   # [n, B]
     log_p = Normal(mu_p, torch.exp(0.5 * logvar_p)).log_prob(z).sum(-1)
     per_sample = (log_q - log_p).mean(1)                                    # batch mean, [n]
     return {"analytic KL": analytic, "Monte-Carlo KL": float(per_sample.mean()),
-            "MC standard error": float(per_sample.std() / math.sqrt(n)),
-            "E_q[log p - log q]": float(-per_sample.mean())}
+            "MC standard error": float(per_sample.std() / math.sqrt(n)), "E_q[log p - log q]": float(-per_sample.mean())}
 
 
 def gradient_check(mu: float = 0.5, logvar: float = -0.4, n: int = 100_000, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Gradients of E_{z~N(mu, e^logvar)}[z²] = mu² + e^logvar with respect to (mu, logvar).
-
-    Exact: (2·mu, e^logvar). Reparameterised (pathwise): z = mu + σ·ε through
-    ``reparameterize`` and autograd. Score function: f(z)·∇ log q(z) with z held fixed.
-    Per-sample gradients give each estimate's standard error.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    m = torch.full((n,), mu, dtype=torch.float64, requires_grad=True)
-    lv = torch.full((n,), logvar, dtype=torch.float64, requires_grad=True)
-    z = reparameterize(m, lv, gen)
+    """Gradients of E_{z~N(mu, e^logvar)}[z²] = mu² + e^logvar with respect to (mu, logvar): exact,
+    (2·mu, e^logvar); reparameterised (pathwise), z = mu + σ·ε through ``reparameterize`` and
+    autograd; score function (REINFORCE), f(z)·∇ log q(z) with z held fixed. Each estimate comes
+    with its standard error, from per-sample gradients."""
+    m, lv, m2, lv2 = (torch.full((n,), v, dtype=torch.float64, requires_grad=True) for v in (mu, logvar) * 2)
+    z = reparameterize(m, lv, torch.Generator().manual_seed(seed))
     g_mu, g_lv = torch.autograd.grad((z**2).sum(), (m, lv))        # per-sample pathwise gradients
-    m2 = torch.full((n,), mu, dtype=torch.float64, requires_grad=True)
-    lv2 = torch.full((n,), logvar, dtype=torch.float64, requires_grad=True)
     zd = z.detach()
     log_q = Normal(m2, torch.exp(0.5 * lv2)).log_prob(zd)
     s_mu, s_lv = torch.autograd.grad((zd**2 * log_q).sum(), (m2, lv2))  # f(z)·∇log q(z) per sample
@@ -108,7 +92,8 @@ def gradient_check(mu: float = 0.5, logvar: float = -0.4, n: int = 100_000, seed
 
 
 def likelihood_vs_mse(dim: int = 3 * 64 * 64, sigma: float = 0.1, seed: int = 0) -> dict[str, float]:
-    """−log N(x; x̂, σ²I) against ``dim/(2σ²)·MSE + dim/2·log(2πσ²)`` for random frames in [0, 1]."""
+    """−log N(x; x̂, σ²I) against ``dim/(2σ²)·MSE + dim/2·log(2πσ²)`` for random frames in [0, 1]:
+    a fixed-variance Gaussian likelihood is MSE up to scale and constant."""
     gen = torch.Generator().manual_seed(seed)
     x, x_hat = torch.rand(dim, generator=gen), torch.rand(dim, generator=gen)
     nll = float(-Normal(x_hat.double(), sigma).log_prob(x.double()).sum())
@@ -119,20 +104,14 @@ def likelihood_vs_mse(dim: int = 3 * 64 * 64, sigma: float = 0.1, seed: int = 0)
 
 
 def equivalent_sigma(beta: float, dim: int = 3 * 64 * 64) -> float:
-    """The pixel noise σ for which  MSE + β·KL  is proportional to the negative ELBO.
-
-    With MSE averaged over the D pixels of a frame and KL summed over z (the lab's and
-    SVG's normalisation):  MSE + β·KL = (2σ²/D)·(‖x − x̂‖²/(2σ²) + KL)  when  β = 2σ²/D.
-    """
+    """The pixel noise σ for which  MSE + β·KL  is proportional to the negative ELBO: with MSE
+    averaged over the D pixels of a frame and KL summed over z (the lab's and SVG's normalisation),
+    MSE + β·KL = (2σ²/D)·(‖x − x̂‖²/(2σ²) + KL)  when  β = 2σ²/D."""
     return math.sqrt(beta * dim / 2)
 
 
 def loss_decomposition(seed: int = 0) -> dict[str, float]:
     """lab5's training loss is Σ_t MSE_t + β·Σ_t KL_t: the step at β = 0 and β = 0.5 on a tiny model."""
-    from lab5.config import get_preset
-    from lab5.models.cvae import CVAE
-    from lab5.steps import exact_step
-
     cfg = get_preset("smoke")
     torch.manual_seed(seed)
     model = CVAE(cfg, cond_dim=7)
@@ -145,17 +124,14 @@ def loss_decomposition(seed: int = 0) -> dict[str, float]:
         with torch.no_grad():
             r = exact_step(model, x, c, beta, True, cfg.n_past)
         out[beta] = (float(r.loss), float(r.mse), float(r.kld))
-    (l0, m0, k0), (l1, m1, k1) = out[0.0], out[0.5]
+    (l0, m0, _), (l1, _, k1) = out[0.0], out[0.5]
     return {"loss(beta=0)": l0, "sum_t MSE_t": m0, "loss(beta=0.5)": l1, "sum_t KL_t": k1,
             "(loss(0.5) - loss(0)) / 0.5": (l1 - l0) / 0.5, "frames predicted": cfg.n_frames - 1}
 
 
 def per_frame_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor) -> dict[str, Any]:
-    """KL of a sequence with factorised q and p is the sum of the per-frame KLs: both ways.
-
-    ``mu_q``/``logvar_q`` ``[T, B, Z]``: one KL over the joint (T·Z)-dimensional Gaussian
-    against Σ_t ``kl_gaussian`` of each frame.
-    """
+    """KL of a sequence with factorised q and p is the sum of the per-frame KLs: for ``mu_q``/``logvar_q``
+    ``[T, B, Z]``, one KL over the joint (T·Z)-dimensional Gaussian against Σ_t ``kl_gaussian`` per frame."""
     T, B, Z = mu_q.shape
     joint = kl_gaussian(mu_q.permute(1, 0, 2).reshape(B, T * Z), logvar_q.permute(1, 0, 2).reshape(B, T * Z))
     summed = sum(kl_gaussian(mu_q[t], logvar_q[t]) for t in range(T))

@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from lab5.models.cvae import CVAE
 from lab5.progress import progress_bar
-from lab5.steps import _uses_skip_of
 
 Z_SOURCE = "posterior z on conditioning frames, prior z on predicted frames"
 
@@ -40,7 +39,7 @@ def generate(model: CVAE, x: torch.Tensor, c: torch.Tensor, n_past: int, n_futur
     x_in, skip, preds = x[0], None, []
     for i in range(1, n_past + n_future):
         h, frame_skip = model.encoder(x_in)
-        if _uses_skip_of(model, i, n_past):
+        if model.updates_skip(i, n_past):
             skip = frame_skip
         if i < n_past:
             z = model.posterior(model.encoder(x[i])[0], hidden, generator)[0]

@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from lab5.data.dataset import SPLITS, BairDataset, DatasetError, count_frames, find_sequences, read_csvs
+from lab5.data.dataset import BairDataset
+from lab5.data.layout import count_frames, find_sequences, present_splits, read_csvs
 from lab5.evaluate import psnr_per_frame
+from lab5.rundir import home
+from lab5.sim import sequence_seed, simulate_sequence
+from lab5.steps import exact_step, reference_step
 
 ACTION_COLUMNS = ("dx", "dy", "closure", "height")
 POSITION_COLUMNS = ("ee_x", "ee_y", "ee_z")
@@ -27,14 +32,10 @@ POSITION_COLUMNS = ("ee_x", "ee_y", "ee_z")
 def describe_data(root: str | Path) -> list[str]:
     """One line per split present: sequences, frames, image size and condition widths."""
     lines = []
-    for split in SPLITS:
-        if not (Path(root) / split).is_dir():
-            continue
+    for split in present_splits(Path(root), "no train/validate/test split folders"):
         ds = BairDataset(root, split, n_frames=None, validate=False)
-        lines.append(f"{split:<9} {len(ds):5d} sequences x {ds.seq_len} frames, {ds.image_size}x{ds.image_size} RGB, "
-                     f"actions {ds.action_dim}, end-effector {ds.position_dim} (condition width {ds.cond_dim})")
-    if not lines:
-        raise DatasetError(f"{root}: no train/validate/test split folders")
+        lines.append(f"{split:<9} {len(ds):5d} sequences x {ds.seq_len} frames, {ds.image_size}x{ds.image_size} "
+                     f"RGB, actions {ds.action_dim}, end-effector {ds.position_dim} (condition width {ds.cond_dim})")
     return lines
 
 
@@ -50,14 +51,13 @@ def conditions_table(root: str | Path, split: str = "train", limit: int = 256):
     Columns: ``sequence, t, dx, dy, closure, height, ee_x, ee_y, ee_z`` (read from the CSVs,
     no frames decoded). Extra action/position columns beyond BAIR's 4 + 3 are dropped.
     """
-    import pandas as pd
-
     rows = []
     for k, seq in enumerate(find_sequences(root, split)[:limit]):
         n = count_frames(seq)
         actions, positions = read_csvs(seq, n)
         block = np.concatenate([actions[:, :4], positions[:, :3]], 1)
-        rows.append(pd.DataFrame(block, columns=[*ACTION_COLUMNS, *POSITION_COLUMNS]).assign(sequence=k, t=range(n)))
+        table = pd.DataFrame(block, columns=[*ACTION_COLUMNS, *POSITION_COLUMNS])
+        rows.append(table.assign(sequence=k, t=range(n)))
     table = pd.concat(rows, ignore_index=True)
     return table[["sequence", "t", *ACTION_COLUMNS, *POSITION_COLUMNS]]
 
@@ -80,20 +80,20 @@ def copy_last_by_horizon(frames: torch.Tensor, ref: int = 1) -> np.ndarray:
 
 def real_bair_root() -> Path | None:
     """The real BAIR sample beside the repository (``../shared/data/bair_real``), if present."""
-    from lab5.runs import home
-
     root = Path(home()).resolve().parent / "shared" / "data" / "bair_real"
     return root if root.is_dir() else None
 
 
-def real_and_simulated(real_root: Path, sim_root: str | Path, n_frames: int = 12) -> tuple[torch.Tensor, dict[str, float]]:
+def real_and_simulated(real_root: Path, sim_root: str | Path,
+                       n_frames: int = 12) -> tuple[torch.Tensor, dict[str, float]]:
     """First real sequence and first simulated test sequence, ``[2, T, 3, H, W]``, and the
     copy-last-frame PSNR (frames 2..T−1 from frame 1) of each."""
-    split = next(s for s in SPLITS if (real_root / s).is_dir())
+    split = present_splits(real_root, "no train/validate/test split folders")[0]
     real = BairDataset(real_root, split, n_frames=n_frames, validate=False)[0][0]
     sim = BairDataset(sim_root, "test", n_frames=n_frames, validate=False)[0][0]
     pair = torch.stack([real, sim])
-    psnr = {name: float(copy_last_by_horizon(pair[i:i + 1]).mean()) for i, name in enumerate(("real", "simulated"))}
+    psnr = {name: float(copy_last_by_horizon(pair[i:i + 1]).mean())
+            for i, name in enumerate(("real", "simulated"))}
     return pair, psnr
 
 
@@ -106,8 +106,6 @@ def action_dependence(n: int = 8, seed: int = 0, n_frames: int = 12) -> dict[str
     Returns the PSNR between the original and the shuffled-action rollout over frames
     2..T−1, next to copy-last-frame PSNR on the same frames for scale, and one example pair.
     """
-    from lab5.data.synthetic import simulate_sequence, sequence_seed
-
     seeds = [sequence_seed(seed, "test", i) for i in range(n)]
     runs = [simulate_sequence(s, n_frames) for s in seeds]
     replay_same = all(np.array_equal(simulate_sequence(s, n_frames, actions=a)[0], f)
@@ -116,11 +114,11 @@ def action_dependence(n: int = 8, seed: int = 0, n_frames: int = 12) -> dict[str
     to_t = lambda a: torch.from_numpy(np.stack(a)).permute(0, 1, 4, 2, 3).float() / 255  # noqa: E731
     orig, other = to_t([f for f, _, _ in runs]), to_t(shuffled)
     between = psnr_per_frame(other[:, 2:], orig[:, 2:])
-    gripper_moved = float(np.mean([np.abs(runs[i][2][2:, :2] - runs[(i + 1) % n][2][2:, :2]).mean() for i in range(n)]))
+    moved = [np.abs(runs[i][2][2:, :2] - runs[(i + 1) % n][2][2:, :2]).mean() for i in range(n)]
     return {"scenes": n, "replay with own actions is identical": replay_same,
             "PSNR original vs other actions (dB)": float(between.mean()),
             "copy-last-frame PSNR (dB)": float(copy_last_by_horizon(orig).mean()),
-            "mean end-effector distance (m)": gripper_moved,
+            "mean end-effector distance (m)": float(np.mean(moved)),
             "example": torch.stack([orig[0], other[0]])}
 
 
@@ -141,8 +139,6 @@ def module_table(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor):
     ``x`` ``[B, T, 3, H, W]`` and ``c`` ``[B, T, C]`` (batch-major, as the dataset gives).
     The model is put in eval mode for the pass (BatchNorm running statistics untouched).
     """
-    import pandas as pd
-
     was_training = model.training
     model.eval()
     B = x.shape[0]
@@ -163,7 +159,8 @@ def module_table(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor):
         rows.append(("fixed prior N(0, I)", "-", f"z {_shape(z)}", 0))
     inp = torch.cat([h, z, c[:, 0].to(h.dtype)], 1)
     g = model.predict_code(h, z, c[:, 0], hidden)
-    rows.append(("predictor (LSTM)", f"[h, z, c] {_shape(inp)}", f"g {_shape(g)}", count_parameters(model.predictor)))
+    rows.append(("predictor (LSTM)", f"[h, z, c] {_shape(inp)}", f"g {_shape(g)}",
+                 count_parameters(model.predictor)))
     x_hat = model.decoder(g, skips)
     rows.append(("decoder", f"g {_shape(g)} + skips", f"x_hat {_shape(x_hat)}", count_parameters(model.decoder)))
     rows.append(("total", "", "", count_parameters(model)))
@@ -179,8 +176,6 @@ def compare_steps(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, beta
     uses batch statistics as in training) and the same posterior noise; the running
     statistics are restored afterwards.
     """
-    from lab5.steps import exact_step, reference_step
-
     xt, ct = x.transpose(0, 1), c.transpose(0, 1)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     out: dict[str, Any] = {}
@@ -209,18 +204,17 @@ def compare_steps(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, beta
     return out
 
 
-def copy_last_curve(root: str | Path, split: str = "test", limit: int = 256, ref: int = 1) -> np.ndarray:
+def copy_last_curve(root: str | Path, split: str = "test", limit: int = 256,
+                    ref: int = 1) -> np.ndarray:
     """``copy_last_by_horizon`` over up to ``limit`` whole sequences, one sequence in memory at a time."""
     ds = BairDataset(root, split, n_frames=None, validate=False)
     n = min(limit, len(ds))
     return sum(copy_last_by_horizon(ds[i][0][None], ref) for i in range(n)) / n
 
 
-def compare_conditions(real_root: Path, simulated) -> "pd.DataFrame":  # noqa: F821
+def compare_conditions(real_root: Path, simulated: pd.DataFrame) -> pd.DataFrame:
     """Mean and std of each condition column: the real sample against a simulated table."""
-    import pandas as pd
-
-    split = next(s for s in SPLITS if (real_root / s).is_dir())
+    split = present_splits(real_root, "no train/validate/test split folders")[0]
     real = summary_table(conditions_table(real_root, split))
     sim = summary_table(simulated)
     return pd.concat({"real BAIR": real[["mean", "std"]], "simulated": sim[["mean", "std"]]}, axis=1)

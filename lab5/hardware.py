@@ -1,16 +1,6 @@
-"""What this machine computes well, and the settings that follow from it.
-
-* ``resolve_device``: ``auto`` / ``cpu`` / ``cuda`` to a torch device.
-* ``native_bf16``: whether the device computes bfloat16 in hardware (CUDA with bf16
-  support; a CPU whose oneDNN may use AVX512_BF16 or AMX). Elsewhere bf16 is emulated,
-  and slower than float32.
-* ``resolve_precision``: the Config's ``bf16`` and ``channels_last`` (each True, False or
-  ``"auto"``) resolved for a device, with a one-line reason a summary can print, and a
-  warning when bf16 is forced on where it is emulated.
-* ``tune_cpu_allocator``: keep large CPU tensors in glibc's heap, where freed blocks are
-  reused, instead of fresh ``mmap`` pages on every allocation; ``trim_cpu_memory`` gives the
-  kept memory back when training is over.
-"""
+"""What this machine computes well: the device, whether it has native bfloat16 (elsewhere bf16 is
+emulated, and slower than float32), the resolved ``bf16``/``channels_last`` settings, and glibc's
+allocator tuned for training on the CPU."""
 
 from __future__ import annotations
 
@@ -32,7 +22,7 @@ _BF16_ISAS = {"AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_51
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when there is one, else the CPU."""
+    """``auto`` / ``cpu`` / ``cuda`` to a torch device; ``auto``: CUDA when there is one, else the CPU."""
     if name == AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -44,17 +34,15 @@ def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 @functools.cache
 def native_bf16(device_type: str) -> bool:
-    """Whether ``device_type`` ('cpu' or 'cuda') computes bfloat16 natively."""
+    """Whether ``device_type`` ('cpu' or 'cuda') computes bfloat16 in hardware."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device_type != "cpu":
@@ -73,8 +61,7 @@ def cpu_capability() -> str:
 
 @dataclass(frozen=True)
 class Precision:
-    """The resolved ``bf16`` and ``channels_last`` of a run on one device."""
-
+    """The resolved ``bf16`` and ``channels_last`` of a run on one device, and their settings."""
     bf16: bool
     channels_last: bool
     native_bf16: bool
@@ -95,9 +82,7 @@ class Precision:
         """``bf16 auto -> off (bf16 emulated on this CPU: ...), channels_last auto -> off``."""
         def one(name: str, setting: Any, value: bool, why: str = "") -> str:
             shown = "on" if value else "off"
-            if setting == AUTO:
-                return f"{name} auto -> {shown}{f' ({why})' if why else ''}"
-            return f"{name} {shown}"
+            return f"{name} auto -> {shown}{f' ({why})' if why else ''}" if setting == AUTO else f"{name} {shown}"
         return (f"{one('bf16', self.bf16_setting, self.bf16, self.reason)}, "
                 f"{one('channels_last', self.channels_last_setting, self.channels_last)}")
 
@@ -114,9 +99,11 @@ class Precision:
 
 
 def resolve_precision(bf16: Any, channels_last: Any, device: torch.device | str) -> Precision:
-    """``bf16`` auto: on where the device computes bfloat16 natively. ``channels_last`` auto:
-    on with bf16 only (in float32 oneDNN's NCHW kernels were the faster ones here: see the
-    README's performance section)."""
+    """The Config's ``bf16`` and ``channels_last`` (each True, False or ``"auto"``) for ``device``.
+
+    ``bf16`` auto: on where the device computes bfloat16 natively. ``channels_last`` auto: on
+    with bf16 only (in float32 oneDNN's NCHW kernels are the faster ones: see the README).
+    """
     check_switch("bf16", bf16)
     check_switch("channels_last", channels_last)
     device_type = torch.device(device).type
@@ -130,17 +117,12 @@ _allocator_tuned = False
 
 
 def tune_cpu_allocator() -> bool:
-    """Serve large CPU tensors from glibc's heap so freed blocks are reused (process-wide).
-
-    By default glibc maps every allocation above its mmap threshold (at most 32 MiB) as
-    fresh pages and unmaps it on free: a training step that batches frames allocates
-    gigabytes this way per iteration, and the kernel zero-fills every page again. Raising
-    the threshold (and the trim threshold, so the heap is not handed back at each free)
-    keeps those blocks for reuse. It serves the main thread's heap, where training allocates
-    (other threads' arenas still map large blocks). Returns whether it applied (glibc only, and
-    a glibc that accepts the threshold; a no-op elsewhere). ``trim_cpu_memory`` hands the
-    kept memory back to the system.
-    """
+    """Serve large CPU tensors from glibc's main heap, where freed blocks are reused (process-wide).
+    Returns whether it applied (only on a glibc that accepts the threshold); ``trim_cpu_memory``
+    hands the kept memory back."""
+    # glibc maps each allocation above its mmap threshold as fresh pages, which the kernel
+    # zero-fills every time, and a training step allocates gigabytes that way. Raising it, and
+    # the trim threshold so the heap is kept between frees, keeps those blocks for reuse.
     global _allocator_tuned
     if _allocator_tuned:
         return True

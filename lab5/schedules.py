@@ -1,8 +1,5 @@
-"""Schedules over epochs: KL annealing (β) and teacher forcing (scheduled sampling).
-
-Both are pure functions of the epoch index, which makes resuming a run trivial: the
-checkpoint stores the epoch and the schedules give the same values again.
-"""
+"""Schedules over epochs: KL annealing (β) and teacher forcing (scheduled sampling). Both are pure
+functions of the epoch index, so a run resumed from a checkpoint's epoch gets the same values again."""
 
 from __future__ import annotations
 
@@ -24,8 +21,7 @@ class KLAnnealing:
         self.mode = mode
         self.cycle_len = max(1, epochs // cycles)
         self.step = 1.0 / (self.cycle_len * ratio)
-        self.beta_min = beta_min
-        self.beta_max = beta_max
+        self.beta_min, self.beta_max = beta_min, beta_max
 
     @classmethod
     def from_config(cls, cfg: Config) -> "KLAnnealing":
@@ -47,10 +43,7 @@ class TeacherForcing:
 
     def __init__(self, ratio: float = 1.0, decay_start: int = 0, decay_step: float = 0.0,
                  floor: float = 0.0) -> None:
-        self.ratio = ratio
-        self.decay_start = decay_start
-        self.decay_step = decay_step
-        self.floor = floor
+        self.ratio, self.decay_start, self.decay_step, self.floor = ratio, decay_start, decay_step, floor
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TeacherForcing":

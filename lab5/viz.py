@@ -1,16 +1,24 @@
-"""Figures and animations: plot helpers return a ``Figure``; the caller decides where to save it."""
+"""Figures and animations. Plot helpers build a ``matplotlib.figure.Figure`` without pyplot, so
+nothing is shown twice in a notebook or left open in a script: the cell that returns the figure
+displays it, and ``lab5.workbook.save_figure`` writes it."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from lab5.config import Config
 from lab5.evaluate import generate, psnr_per_frame
+
+if TYPE_CHECKING:  # annotations only: matplotlib is imported when a figure is made (see _figure)
+    from matplotlib.figure import Figure
+
+_RED = (220, 30, 30)
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -19,40 +27,37 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return arr.movedim(-3, -1).cpu().numpy()
 
 
+def _red_border(frames: np.ndarray) -> None:
+    """Mark ``[..., H, W, 3]`` uint8 frames, in place, as predicted: a 2-pixel red border."""
+    frames[..., :2, :, :] = frames[..., -2:, :, :] = _RED
+    frames[..., :, :2, :] = frames[..., :, -2:, :] = _RED
+
+
 @torch.no_grad()
 def predict_samples(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, cfg: Config,
                     samples: int = 1, seed: int = 0) -> torch.Tensor:
     """``[S, B, T, 3, H, W]``: each sample is the conditioning frames followed by predictions."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    out = []
-    for _ in range(samples):
-        pred = generate(model, x, c, cfg.n_past, cfg.n_future, gen)
-        out.append(torch.cat([x[:, :cfg.n_past], pred], 1))
-    return torch.stack(out)
+    return torch.stack([torch.cat([x[:, :cfg.n_past], generate(model, x, c, cfg.n_past, cfg.n_future, gen)], 1)
+                        for _ in range(samples)])
 
 
 def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cfg: Config,
                    out: str | Path, indices: Iterable[int] = range(4), samples: int = 3,
                    seed: int = 0, device: str | torch.device = "cpu", fps: int = 4) -> Path:
-    """A GIF with one row per sequence: ground truth, then ``samples`` predictions, side by side.
-
-    A header names the columns; a footer says which frame t is shown and whether it is a
-    conditioning frame (ground truth everywhere) or a predicted one, which also gets a red
-    border in the sample columns.
-    """
+    """A GIF with one row per sequence: ground truth, then ``samples`` predictions, side by side,
+    under a header naming the columns and over a footer saying whether frame t is a conditioning
+    frame (ground truth everywhere) or a predicted one (with a red border in the sample columns)."""
     idx = [i for i in indices if i < len(dataset)]
     x = torch.stack([dataset[i][0][:cfg.n_frames] for i in idx]).to(device)
     c = torch.stack([dataset[i][1][:cfg.n_frames] for i in idx]).to(device)
     pred = to_uint8(predict_samples(model, x, c, cfg, samples, seed))   # [S,B,T,H,W,3]
     truth = to_uint8(x)                                                  # [B,T,H,W,3]
-    for t in range(cfg.n_past, cfg.n_frames):  # red border on predicted frames
-        for edge in (np.s_[:, :, t, :2], np.s_[:, :, t, -2:], np.s_[:, :, t, :, :2], np.s_[:, :, t, :, -2:]):
-            pred[edge] = (220, 30, 30)
+    _red_border(pred[:, :, cfg.n_past:])
     columns = ["ground truth"] + [f"sample {s + 1}" for s in range(samples)]
     frames = []
     for t in range(cfg.n_frames):
-        rows = [np.concatenate([truth[b, t]] + [pred[s, b, t] for s in range(samples)], 1)
-                for b in range(len(idx))]
+        rows = [np.concatenate([truth[b, t]] + [pred[s, b, t] for s in range(samples)], 1) for b in range(len(idx))]
         grid = Image.fromarray(np.concatenate(rows, 0))
         grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
         kind = "conditioning frame (given)" if t < cfg.n_past else "predicted frame (red border)"
@@ -63,10 +68,8 @@ def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cf
     return out
 
 
-def _caption_frame(grid: "Image.Image", columns: list[str], footer: str, band: int = 16) -> "Image.Image":
+def _caption_frame(grid: Image.Image, columns: list[str], footer: str, band: int = 16) -> Image.Image:
     """``grid`` with a white header naming its equal-width columns and a footer line."""
-    from PIL import ImageDraw
-
     out = Image.new("RGB", (grid.width, grid.height + 2 * band), (255, 255, 255))
     out.paste(grid, (0, band))
     draw = ImageDraw.Draw(out)
@@ -77,17 +80,12 @@ def _caption_frame(grid: "Image.Image", columns: list[str], footer: str, band: i
     return out
 
 
-# --- figures for the notebooks ----------------------------------------------------------------
-# Every helper builds a ``matplotlib.figure.Figure`` directly (not through pyplot), so
-# nothing is shown twice in a notebook and nothing stays open in a script: the cell that
-# returns the figure displays it, and ``lab5.workbook.save_figure`` writes it.
-
 def _figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3.2), **kw):
-    from matplotlib.figure import Figure
+    """A constrained-layout Figure and its ``[nrows, ncols]`` axes; ``size`` is per panel."""
+    from matplotlib.figure import Figure  # heavy: kept off the import path of ``lab5 generate``
 
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
-    return fig, axes
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
 def _frames_uint8(frames) -> np.ndarray:
@@ -98,24 +96,23 @@ def _frames_uint8(frames) -> np.ndarray:
     return arr if arr.dtype == np.uint8 else to_uint8(torch.as_tensor(arr))
 
 
-def plot_history(history: list[dict], title: str = "", copy_last: float | None = None) -> "Figure":
+def plot_history(history: list[dict], title: str = "", copy_last: float | None = None) -> Figure:
     """The report's Figs. 3.2/3.3 for one run: loss and MSE; KL with β; validation PSNR with
-    the teacher-forcing ratio — one panel each, against the epoch. The loss and KL panels
-    are on log scales (a β step makes the loss jump by orders of magnitude for an epoch);
-    ``copy_last``, the copy-last-frame PSNR of the validation sequences, is drawn as a line."""
+    the teacher-forcing ratio — one panel each, against the epoch. ``copy_last``, the
+    copy-last-frame PSNR of the validation sequences, is drawn as a line."""
     rows = [r for r in history if "epoch" in r]
     ep = [r["epoch"] for r in rows]
     fig, axes = _figure(3, size=(4.2, 3.0))
     ax = axes[0, 0]
     ax.plot(ep, [r["loss"] for r in rows], "o-", label="loss (MSE + β·KL)")
     ax.plot(ep, [r["mse"] for r in rows], "s--", label="MSE (sum over frames)")
+    # Log scales: a β step makes the loss jump by orders of magnitude for an epoch.
     ax.set(xlabel="epoch", ylabel="per batch", title="training loss", yscale="log")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     ax.plot(ep, [r["kl"] for r in rows], "o-", color="C2", label="KL")
-    ax.set(xlabel="epoch", ylabel="KL (sum over frames)", title="KL and β")
-    if all(r["kl"] > 0 for r in rows):
-        ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="KL (sum over frames)", title="KL and β",
+           yscale="log" if all(r["kl"] > 0 for r in rows) else "linear")
     twin = ax.twinx()
     twin.plot(ep, [r["beta"] for r in rows], "--", color="C3", label="β")
     twin.set_ylabel("β", color="C3")
@@ -141,12 +138,9 @@ def plot_history(history: list[dict], title: str = "", copy_last: float | None =
     return fig
 
 
-def plot_schedules(panels: dict[str, dict[str, "Callable[[int], float]"]], epochs: int | dict[str, int]) -> "Figure":
-    """One panel per schedule family: ``{"KL annealing β": {"monotonic": KLAnnealing(...), ...}}``.
-
-    Each schedule is a callable of the epoch (lab5's ``KLAnnealing``, ``TeacherForcing``),
-    drawn as steps over ``epochs`` (one int, or one per panel title).
-    """
+def plot_schedules(panels: dict[str, dict[str, Callable[[int], float]]], epochs: int | dict[str, int]) -> Figure:
+    """One panel per schedule family, ``{"KL annealing β": {"monotonic": KLAnnealing(...), ...}}``: each
+    schedule, a callable of the epoch, is drawn as steps over ``epochs`` (one int, or one per panel title)."""
     fig, axes = _figure(len(panels), size=(5.0, 3.0))
     for ax, (title, curves) in zip(axes[0], panels.items()):
         n = epochs[title] if isinstance(epochs, dict) else epochs
@@ -158,22 +152,17 @@ def plot_schedules(panels: dict[str, dict[str, "Callable[[int], float]"]], epoch
 
 
 def frame_grid(frames, labels: list[str] | None = None, title: str = "", every: int = 1,
-               n_past: int | None = None) -> "Figure":
-    """Rows of frames: ``[rows, T, 3, H, W]`` (tensor) or ``[rows, T, H, W, 3]`` (uint8).
-
-    ``every`` keeps every k-th frame; frames at index >= ``n_past`` get a red frame, as
-    in the GIFs, when ``n_past`` is given.
-    """
+               n_past: int | None = None) -> Figure:
+    """Rows of frames: ``[rows, T, 3, H, W]`` (tensor) or ``[rows, T, H, W, 3]`` (uint8). ``every``
+    keeps every k-th frame; with ``n_past``, frames at index >= ``n_past`` get a red frame, as in the GIFs."""
     arr = _frames_uint8(frames)[:, ::every]
     rows, cols = arr.shape[:2]
     fig, axes = _figure(cols, rows, size=(0.95, 1.0))
     for r in range(rows):
         for k in range(cols):
-            ax = axes[r, k]
+            ax, t = axes[r, k], k * every
             ax.imshow(arr[r, k], interpolation="nearest")   # crisp pixels, small PNGs
-            ax.set_xticks([])
-            ax.set_yticks([])
-            t = k * every
+            ax.set(xticks=[], yticks=[])
             if n_past is not None and t >= n_past:
                 for side in ax.spines.values():
                     side.set(color="red", linewidth=2)
@@ -186,11 +175,9 @@ def frame_grid(frames, labels: list[str] | None = None, title: str = "", every: 
     return fig
 
 
-def filmstrip(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samples: int = 3) -> "Figure":
-    """Static stand-in for the frame player: ground truth, best sample and other samples as rows.
-
-    ``truth`` ``[T, 3, H, W]``; ``samples`` ``[S, T, 3, H, W]`` (conditioning frames included).
-    """
+def filmstrip(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samples: int = 3) -> Figure:
+    """Static stand-in for the frame player: ground truth, best sample and other samples as rows;
+    ``truth`` ``[T, 3, H, W]``, ``samples`` ``[S, T, 3, H, W]`` (conditioning frames included)."""
     rows, labels = strip_rows(truth, samples, n_past, n_samples)
     return frame_grid(np.stack(rows), labels, n_past=n_past)
 
@@ -198,8 +185,6 @@ def filmstrip(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samples
 def strip_rows(truth: torch.Tensor, samples: torch.Tensor, n_past: int,
                n_samples: int = 3) -> tuple[list[np.ndarray], list[str]]:
     """Ground truth, the best sample by PSNR (SVG's best-of-N) and the first other samples."""
-    from lab5.evaluate import psnr_per_frame
-
     psnr = psnr_per_frame(samples[:, n_past:], truth[None, n_past:].expand_as(samples[:, n_past:])).mean(1)
     best = int(psnr.argmax())
     others = [s for s in range(samples.shape[0]) if s != best][:n_samples]
@@ -209,55 +194,48 @@ def strip_rows(truth: torch.Tensor, samples: torch.Tensor, n_past: int,
     return rows, labels
 
 
-def plot_per_frame(curves: dict[str, "Iterable[float]"], start: int = 0, ylabel: str = "PSNR (dB)",
-                   title: str = "", ax=None) -> "Figure":
-    """Per-frame curves (one value per frame index from ``start``) on one axis."""
-    if ax is None:
-        fig, axes = _figure(size=(5.0, 3.2))
-        ax = axes[0, 0]
-    else:
-        fig = ax.figure
+def plot_per_frame(curves: dict[str, Iterable[float]], start: int = 0, ylabel: str = "PSNR (dB)",
+                   title: str = "", ax=None) -> Figure:
+    """Per-frame curves (one value per frame index from ``start``) on one axis (a new figure's
+    when ``ax`` is None)."""
+    ax = _figure(size=(5.0, 3.2))[1][0, 0] if ax is None else ax
     for label, values in curves.items():
         values = list(values)
         ax.plot(range(start, start + len(values)), values, "o-", ms=3, label=label)
     ax.set(xlabel="frame index t", ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
-    return fig
+    return ax.figure
 
 
-def plot_eval_curves(results: dict) -> "Figure":
+def plot_eval_curves(results: dict) -> Figure:
     """PSNR and SSIM per predicted frame, the model against copy-last-frame (from ``evaluate_model``)."""
     p = results["protocol"]
-    start = p["n_past"]
-    fig, axes = _figure(2 if "ssim" in results else 1, size=(4.8, 3.2))
-    plot_per_frame({"CVAE": results["psnr"]["per_frame"], "copy last frame": results["copy_last"]["psnr_per_frame"]},
-                   start, "PSNR (dB)", "PSNR per predicted frame", ax=axes[0, 0])
-    if "ssim" in results:
-        plot_per_frame({"CVAE": results["ssim"]["per_frame"], "copy last frame": results["copy_last"]["ssim_per_frame"]},
-                       start, "SSIM", "SSIM per predicted frame", ax=axes[0, 1])
+    metrics = [("psnr", "PSNR (dB)", "PSNR")] + ([("ssim", "SSIM", "SSIM")] if "ssim" in results else [])
+    fig, axes = _figure(len(metrics), size=(4.8, 3.2))
+    for ax, (key, ylabel, name) in zip(axes[0], metrics):
+        plot_per_frame({"CVAE": results[key]["per_frame"], "copy last frame": results["copy_last"][f"{key}_per_frame"]},
+                       p["n_past"], ylabel, f"{name} per predicted frame", ax=ax)
     fig.suptitle(f"{p['split']} split, {p['sequences']} sequences, {p['samples']} sample(s) each", fontsize=10)
     return fig
 
 
-def plot_conditions(df) -> "Figure":
+def plot_conditions(df) -> Figure:
     """Action and end-effector statistics (seaborn) from a long table with columns
     ``sequence, t, dx, dy, closure, height, ee_x, ee_y, ee_z`` (see ``lab5.explore.conditions_table``)."""
-    import seaborn as sns
+    import seaborn as sns  # heavy (imports pandas): only this figure needs it
 
     fig, axes = _figure(4, size=(3.6, 3.0))
     moves = df.melt(value_vars=["dx", "dy"], var_name="action", value_name="metres per held pair")
     sns.histplot(moves, x="metres per held pair", hue="action", bins=40, element="step", ax=axes[0, 0])
-    axes[0, 0].set_title("actions 0-1: displacement")
     cmds = df.melt(value_vars=["closure", "height"], var_name="command", value_name="value")
     sns.countplot(cmds, x="value", hue="command", ax=axes[0, 1])
-    axes[0, 1].set_title("actions 2-3: gripper, height")
-    few = df[df["sequence"] < 8]
-    sns.lineplot(few, x="ee_y", y="ee_x", hue="sequence", sort=False, estimator=None, palette="tab10",
-                 legend=False, ax=axes[0, 2])
+    sns.lineplot(df[df["sequence"] < 8], x="ee_y", y="ee_x", hue="sequence", sort=False, estimator=None,
+                 palette="tab10", legend=False, ax=axes[0, 2])
     axes[0, 2].invert_yaxis()
-    axes[0, 2].set_title("end-effector paths (8 sequences)")
     sns.histplot(df, x="ee_z", bins=30, ax=axes[0, 3])
-    axes[0, 3].set_title("end-effector height")
+    for ax, title in zip(axes[0], ["actions 0-1: displacement", "actions 2-3: gripper, height",
+                                   "end-effector paths (8 sequences)", "end-effector height"]):
+        ax.set_title(title)
     return fig
 
 
@@ -266,43 +244,35 @@ def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samp
     """An ipywidgets player: Play and IntSlider (linked with jslink) over frame t, and an Image
     showing ground truth, the best sample and other samples side by side (red border:
     predicted frames). Returns the widget box to display."""
-    import io
-
-    import ipywidgets as widgets
+    import ipywidgets as widgets  # optional (the dev extra): only the notebooks' player needs it
 
     rows, labels = strip_rows(truth, samples, n_past, n_samples)
     T = rows[0].shape[0]
+    shown = torch.from_numpy(np.stack(rows)).float() / 255  # [rows, T, H, W, 3], as displayed
+    psnr = psnr_per_frame(shown[1:], shown[:1].expand_as(shown[1:])).tolist()  # [samples][T]
+    names = ["ground truth"] + [label.split("\n")[0] for label in labels[1:]]  # no sequence dB
 
     def png(t: int) -> bytes:
         panels = []
         for k, row in enumerate(rows):
             frame = row[t].copy()
-            if k > 0 and t >= n_past:  # predicted frame
-                frame[:2], frame[-2:], frame[:, :2], frame[:, -2:] = (220, 30, 30), (220, 30, 30), \
-                    (220, 30, 30), (220, 30, 30)
-            panels.append(frame)
-            panels.append(np.full((frame.shape[0], 4, 3), 255, np.uint8))
+            if k > 0 and t >= n_past:
+                _red_border(frame)
+            panels += [frame, np.full((frame.shape[0], 4, 3), 255, np.uint8)]  # 4-pixel white gap
         img = Image.fromarray(np.concatenate(panels[:-1], 1))
-        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
         buf = io.BytesIO()
-        img.save(buf, format="PNG")
+        img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
         return buf.getvalue()
 
     play = widgets.Play(value=0, min=0, max=T - 1, interval=1000 // fps, description="play")
     slider = widgets.IntSlider(value=0, min=0, max=T - 1, description="frame t")
     widgets.jslink((play, "value"), (slider, "value"))
-    image = widgets.Image(value=png(0), format="png")
-    caption = widgets.HTML()
-
-    shown = torch.from_numpy(np.stack(rows)).float() / 255  # [rows, T, H, W, 3], as displayed
-    psnr = psnr_per_frame(shown[1:], shown[:1].expand_as(shown[1:])).tolist()  # [samples][T]
+    image, caption = widgets.Image(value=png(0), format="png"), widgets.HTML()
 
     def show(t: int) -> None:
         image.value = png(t)
-        names = ["ground truth"] + [label.split("\n")[0] for label in labels[1:]]  # no sequence dB
         if t < n_past:
-            parts = [f"{name}" for name in names]
-            kind = "conditioning frame (ground truth in every panel)"
+            parts, kind = names, "conditioning frame (ground truth in every panel)"
         else:
             parts = [names[0]] + [f"{name}: {p[t]:.1f} dB" for name, p in zip(names[1:], psnr)]
             kind = "predicted frame, PSNR of this frame"

@@ -33,7 +33,7 @@ def test_every_preset_is_valid_and_fresh(name: str) -> None:
 def test_json_round_trip(tmp_path: Path) -> None:
     cfg = get_preset("demo").replace(lr=1e-4, bf16=False, kl_mode="cyclical", grad_clip=0.5)
     path = tmp_path / "config.json"
-    cfg.to_json(path)
+    path.write_text(cfg.to_json())
     assert Config.from_json(path) == cfg
     assert Config.from_dict(json.loads(cfg.to_json())) == cfg
     assert json.loads(path.read_text())["kl_mode"] == "cyclical"
@@ -78,12 +78,13 @@ def test_bad_overrides_name_the_field(assignment: str, message: str) -> None:
     assert message in str(info.value)
 
 
-def test_update_rejects_wrong_python_types() -> None:
+def test_replace_rejects_wrong_python_types() -> None:
     cfg = get_preset("smoke")
     for key, value in [("epochs", True), ("epochs", "ten"), ("lr", [1e-3]), ("arch", 64), ("bf16", 2)]:
         with pytest.raises(ConfigError, match=f"config key '{key}' expects"):
-            cfg.update({key: value})
-    assert cfg.update({"epochs": 3.0, "lr": 1}).epochs == 3 and cfg.lr == 1.0
+            cfg.replace(**{key: value})
+    other = cfg.replace(epochs=3.0, lr=1)
+    assert (other.epochs, other.lr) == (3, 1.0) and type(other.epochs) is int and type(other.lr) is float
 
 
 def test_replace_is_a_validated_copy() -> None:

@@ -29,17 +29,8 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
-from lab5.data.dataset import (
-    ACTIONS_CSV,
-    POSITIONS_CSV,
-    SPLITS,
-    DatasetError,
-    PathLike,
-    _FRAME_RE,
-    _mismatch,
-    find_sequences,
-    read_sequence_info,
-)
+from lab5.data.layout import (ACTIONS_CSV, FRAME_RE, POSITIONS_CSV, SPLITS, Agreement, DatasetError, PathLike,
+                              find_sequences, present_splits)
 from lab5.progress import progress_bar
 
 CACHE_DIRNAME = ".lab5_cache"
@@ -62,11 +53,7 @@ def cache_dir_for(root: PathLike, out: PathLike | None = None) -> Path:
 
 
 def _paths(cdir: Path, split: str) -> tuple[Path, Path, Path]:
-    return (
-        cdir / f"{split}.frames.npy",
-        cdir / f"{split}.cond.npy",
-        cdir / f"{split}.index.json",
-    )
+    return cdir / f"{split}.frames.npy", cdir / f"{split}.cond.npy", cdir / f"{split}.index.json"
 
 
 def _relative(sequences: Iterable[Path]) -> list[str]:
@@ -78,15 +65,15 @@ def _relative(sequences: Iterable[Path]) -> list[str]:
 def source_fingerprint(sequences: Iterable[Path]) -> dict[str, int]:
     """max mtime (ns), count and total size of every frame and CSV of the given sequences.
 
-    Costs one stat per file (~1.3 M for full BAIR train: seconds), no reads. Sizes and counts
-    catch what mtimes alone miss (a file replaced by an older copy, a deleted frame).
+    One stat per file, no reads. Sizes and counts catch what mtimes alone miss (a file replaced
+    by an older copy, a deleted frame).
     """
     max_ns = n_files = total = 0
     for seq in sequences:
         try:
             with os.scandir(seq) as it:
                 for e in it:
-                    if e.name in (ACTIONS_CSV, POSITIONS_CSV) or _FRAME_RE.match(e.name):
+                    if e.name in (ACTIONS_CSV, POSITIONS_CSV) or FRAME_RE.match(e.name):
                         st = e.stat()
                         max_ns = max(max_ns, st.st_mtime_ns)
                         n_files += 1
@@ -96,9 +83,8 @@ def source_fingerprint(sequences: Iterable[Path]) -> dict[str, int]:
     return {"max_mtime_ns": max_ns, "n_files": n_files, "total_bytes": total}
 
 
-def open_cache(
-    root: PathLike, split: str, sequences: list[Path], cache_dir: PathLike | None = None
-) -> tuple[LoadedCache | None, str]:
+def open_cache(root: PathLike, split: str, sequences: list[Path],
+               cache_dir: PathLike | None = None) -> tuple[LoadedCache | None, str]:
     """The cache of ``split`` if it is fresh for ``sequences``, and a status saying why not.
 
     Status is ``"used"``, ``"absent"`` or ``"stale: <path>: <reason>"``.
@@ -134,9 +120,7 @@ def open_cache(
     return LoadedCache(frames, cond, index, frames_path, cond_path), "used"
 
 
-def load_cache(
-    root: PathLike, split: str, cache_dir: PathLike | None = None
-) -> LoadedCache | None:
+def load_cache(root: PathLike, split: str, cache_dir: PathLike | None = None) -> LoadedCache | None:
     """Memmapped ``(frames, cond, index, …)`` of a fresh cache, or None if absent or stale.
 
     Raises :class:`DatasetError` only for problems with the data root itself.
@@ -152,18 +136,12 @@ def _ensure_writable(cdir: Path, root: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise DatasetError(
-            f"{cdir}: cannot write the cache ({e.strerror or e}); is {root} writable? "
-            f"Pass out= (CLI: --out) to put the cache elsewhere"
-        ) from e
+        raise DatasetError(f"{cdir}: cannot write the cache ({e.strerror or e}); is {root} writable? "
+                           f"Pass out= (CLI: --out) to put the cache elsewhere") from e
 
 
-def build_cache(
-    root: PathLike,
-    splits: Iterable[str] | None = None,
-    out: PathLike | None = None,
-    progress: bool = True,
-) -> dict[str, dict[str, Any]]:
+def build_cache(root: PathLike, splits: Iterable[str] | None = None, out: PathLike | None = None,
+                progress: bool = True) -> dict[str, dict[str, Any]]:
     """Decode every sequence of ``splits`` (default: all present) into the cache; return a
     summary per split (sequences, shapes, bytes, seconds, paths).
 
@@ -175,75 +153,45 @@ def build_cache(
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist")
     if splits is None:
-        splits = [s for s in SPLITS if (root / s).is_dir()]
-        if not splits:
-            raise DatasetError(f"{root}: no split folder ({', '.join(SPLITS)}) under the data root")
+        splits = present_splits(root, f"no split folder ({', '.join(SPLITS)}) under the data root")
     cdir = cache_dir_for(root, out)
     _ensure_writable(cdir, root)
-    summary: dict[str, dict[str, Any]] = {}
-    for split in splits:
-        summary[split] = _build_split(root, split, cdir, progress)
-    return summary
+    return {split: _build_split(root, split, cdir, progress) for split in splits}
 
 
 def _build_split(root: Path, split: str, cdir: Path, progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     sequences = find_sequences(root, split)
     fingerprint = source_fingerprint(sequences)  # before reading: see module docstring
-    frames_path, cond_path, index_path = _paths(cdir, split)
-    tag = f".tmp-{os.getpid()}"
-    frames_tmp, cond_tmp, index_tmp = (p.with_name(p.name + tag) for p in (frames_path, cond_path, index_path))
-    first_frames, first_cond, info = read_sequence_info(sequences[0])
-    n, (t, s) = len(sequences), first_frames.shape[:2]
-    c = first_cond.shape[1]
+    paths = _paths(cdir, split)
+    tmps = [p.with_name(p.name + f".tmp-{os.getpid()}") for p in paths]
+    agree = Agreement()
+    first = agree.read(sequences[0])
+    n, (t, s), c = len(sequences), first[0].shape[:2], first[1].shape[1]
     try:
-        frames_mm = np.lib.format.open_memmap(frames_tmp, mode="w+", dtype=np.uint8, shape=(n, t, 3, s, s))
-        cond_mm = np.lib.format.open_memmap(cond_tmp, mode="w+", dtype=np.float32, shape=(n, t, c))
+        frames_mm = np.lib.format.open_memmap(tmps[0], mode="w+", dtype=np.uint8, shape=(n, t, 3, s, s))
+        cond_mm = np.lib.format.open_memmap(tmps[1], mode="w+", dtype=np.float32, shape=(n, t, c))
         bar = progress_bar(sequences, desc=f"cache {split}", unit="seq", disable=not progress)
         for i, seq in enumerate(bar):
-            if i == 0:
-                frames, cond, seq_info = first_frames, first_cond, info
-            else:
-                frames, cond, seq_info = read_sequence_info(seq, image_size=s)
-                if seq_info != info:
-                    raise DatasetError(_mismatch(seq, seq_info, sequences[0], info))
+            frames, cond, _ = first if i == 0 else agree.read(seq)
             frames_mm[i] = frames.transpose(0, 3, 1, 2)
             cond_mm[i] = cond
         frames_mm.flush()
         cond_mm.flush()
         del frames_mm, cond_mm
-        index = {
-            "format": FORMAT,
-            "version": VERSION,
-            "split": split,
-            "sequences": _relative(sequences),
-            "shape": {
-                "n": n,
-                "seq_len": t,
-                "channels": 3,
-                "image_size": int(s),
-                "action_dim": info.action_dim,
-                "position_dim": info.position_dim,
-                "cond_dim": c,
-            },
-            "source": fingerprint,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        index_tmp.write_text(json.dumps(index, indent=1))
-        index_path.unlink(missing_ok=True)  # no index while the arrays are swapped
-        os.replace(frames_tmp, frames_path)
-        os.replace(cond_tmp, cond_path)
-        os.replace(index_tmp, index_path)
+        info = agree.info
+        shape = {"n": n, "seq_len": t, "channels": 3, "image_size": int(s), "action_dim": info.action_dim,
+                 "position_dim": info.position_dim, "cond_dim": c}
+        index = {"format": FORMAT, "version": VERSION, "split": split, "sequences": _relative(sequences),
+                 "shape": shape, "source": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        tmps[2].write_text(json.dumps(index, indent=1))
+        paths[2].unlink(missing_ok=True)  # no index while the arrays are swapped
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
     finally:
-        for p in (frames_tmp, cond_tmp, index_tmp):
+        for p in tmps:
             p.unlink(missing_ok=True)
-    return {
-        "sequences": n,
-        "frames_shape": [n, t, 3, int(s), int(s)],
-        "cond_shape": [n, t, c],
-        "bytes": frames_path.stat().st_size + cond_path.stat().st_size,
-        "seconds": round(time.perf_counter() - t0, 3),
-        "frames_path": str(frames_path),
-        "cond_path": str(cond_path),
-        "index_path": str(index_path),
-    }
+    return {"sequences": n, "frames_shape": [n, t, 3, int(s), int(s)], "cond_shape": [n, t, c],
+            "bytes": paths[0].stat().st_size + paths[1].stat().st_size,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "frames_path": str(paths[0]), "cond_path": str(paths[1]), "index_path": str(paths[2])}

@@ -10,15 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab5.data.dataset import (
-    SPLITS,
-    DatasetError,
-    PathLike,
-    SequenceInfo,
-    _mismatch,
-    find_sequences,
-    read_sequence_info,
-)
+from lab5.data.layout import SPLITS, Agreement, DatasetError, PathLike, find_sequences, present_splits
 from lab5.progress import progress_bar
 
 
@@ -33,12 +25,9 @@ class SplitReport:
     position_dim: int
 
     def line(self) -> str:
-        n = self.sequences
-        return (
-            f"{self.split}: {n} sequence{'s' if n != 1 else ''}, {self.frames} frames "
-            f"({self.seq_len} per sequence, {self.image_size}x{self.image_size} RGB, "
-            f"cond {self.action_dim}+{self.position_dim}={self.action_dim + self.position_dim})"
-        )
+        n, a, p = self.sequences, self.action_dim, self.position_dim
+        return (f"{self.split}: {n} sequence{'s' if n != 1 else ''}, {self.frames} frames "
+                f"({self.seq_len} per sequence, {self.image_size}x{self.image_size} RGB, cond {a}+{p}={a + p})")
 
 
 @dataclass
@@ -53,9 +42,8 @@ class CheckReport:
         return "\n".join(self.lines())
 
 
-def check_root(
-    root: PathLike, splits: list[str] | None = None, echo: bool = False, progress: bool = False
-) -> CheckReport:
+def check_root(root: PathLike, splits: list[str] | None = None, echo: bool = False,
+               progress: bool = False) -> CheckReport:
     """Validate every split present (at least one of train/validate/test must exist).
 
     All sequences of all splits must agree on frame count, image size and CSV widths (a model
@@ -66,28 +54,17 @@ def check_root(
     if not root.exists():
         raise DatasetError(f"data root {root} does not exist")
     if splits is None:
-        splits = [s for s in SPLITS if (root / s).is_dir()]
-        if not splits:
-            raise DatasetError(
-                f"{root}: no split folder under the data root (expected at least one of "
-                f"{', '.join(SPLITS)})"
-            )
+        splits = present_splits(root, f"no split folder under the data root (expected at least one of "
+                                      f"{', '.join(SPLITS)})")
     report = CheckReport(root)
-    ref: tuple[Path, SequenceInfo, int] | None = None  # first sequence seen, its info and size
+    agree = Agreement()
     for split in splits:
         sequences = find_sequences(root, split)
-        frames_total = 0
-        for seq in progress_bar(sequences, desc=f"check {split}", unit="seq", disable=not progress):
-            frames, _, info = read_sequence_info(seq, image_size=ref[2] if ref else None)
-            if ref is None:
-                ref = (seq, info, frames.shape[1])
-            elif info != ref[1]:
-                raise DatasetError(_mismatch(seq, info, ref[0], ref[1]))
-            frames_total += info.n_frames
-        assert ref is not None
-        report.splits[split] = SplitReport(
-            split, len(sequences), frames_total, ref[1].n_frames, ref[2], ref[1].action_dim, ref[1].position_dim
-        )
+        bar = progress_bar(sequences, desc=f"check {split}", unit="seq", disable=not progress)
+        frames = sum(agree.read(seq)[2].n_frames for seq in bar)
+        info, size = agree.info, agree.image_size
+        report.splits[split] = SplitReport(split, len(sequences), frames, info.n_frames, size, info.action_dim,
+                                           info.position_dim)
         if echo:
             print(report.splits[split].line(), flush=True)
     return report

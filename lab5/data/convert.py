@@ -26,7 +26,8 @@ is exactly SAVP's 9 files (2,304 sequences).
 Restartable: each sequence is written into a hidden temporary folder and renamed when complete;
 ``DST/.lab5_convert.json`` records the source, the split plan and the finished files, so a rerun
 of an interrupted conversion (no ``--force`` needed) skips finished files and sequences.
-Memory stays constant: records are streamed one at a time.
+Records are streamed one at a time. ``tfrecord`` imports torch, so the CLI imports this module
+only for ``convert-bair``.
 """
 
 from __future__ import annotations
@@ -41,9 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.message import DecodeError
+from tfrecord import example_pb2
+from tfrecord.reader import tfrecord_iterator
 from tqdm.auto import tqdm
 
-from lab5.data.dataset import DatasetError, PathLike, natural_key, write_sequence
+from lab5.data.layout import DatasetError, PathLike, natural_key, visible_dirs, write_sequence
 from lab5.progress import progress_bar
 
 STATE_NAME = ".lab5_convert.json"
@@ -55,10 +59,8 @@ _SPLIT_DIRS = (("train", "train"), ("val", "validate"), ("test", "test"))
 def _tfrecords(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(
-        (p for p in folder.iterdir() if p.name.endswith(".tfrecords") and p.is_file()),
-        key=lambda p: natural_key(p.name),
-    )
+    return sorted((p for p in folder.iterdir() if p.name.endswith(".tfrecords") and p.is_file()),
+                  key=lambda p: natural_key(p.name))
 
 
 def _resolve_src(src: Path) -> Path:
@@ -67,10 +69,8 @@ def _resolve_src(src: Path) -> Path:
     if not (src / "train").is_dir() and not (src / "test").is_dir():
         if (src / "softmotion30_44k").is_dir():  # the folder the release tarball unpacks to
             return src / "softmotion30_44k"
-        raise DatasetError(
-            f"{src}: no train/ or test/ folder of *.tfrecords (expected the BAIR release, "
-            f"softmotion30_44k/)"
-        )
+        raise DatasetError(f"{src}: no train/ or test/ folder of *.tfrecords (expected the BAIR release, "
+                           f"softmotion30_44k/)")
     return src
 
 
@@ -107,16 +107,12 @@ def _feature(feats: Any, key: str, kind: str, where: str) -> Any:
     return getattr(f, kind).value
 
 
-def decode_example(
-    record: bytes | memoryview, where: str, image_size: int = 64
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_example(record: bytes | memoryview, where: str,
+                   image_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One serialized BAIR example → frames uint8 [T, S, S, 3], actions and positions float32.
 
     ``where`` ("<file>: record <k>") prefixes every error message.
     """
-    from google.protobuf.message import DecodeError
-    from tfrecord import example_pb2
-
     ex = example_pb2.Example()
     try:
         ex.ParseFromString(record)
@@ -142,19 +138,15 @@ def decode_example(
         raw = values[0]
         if len(raw) != nbytes:
             hint = " (looks like JPEG/PNG; expected raw pixels)" if raw[:2] in (b"\xff\xd8", b"\x89P") else ""
-            raise DatasetError(
-                f"{where}: key '{key}' holds {len(raw)} bytes, expected {nbytes} "
-                f"(raw uint8 {image_size}x{image_size}x3){hint}"
-            )
+            raise DatasetError(f"{where}: key '{key}' holds {len(raw)} bytes, expected {nbytes} "
+                               f"(raw uint8 {image_size}x{image_size}x3){hint}")
         frames[t] = np.frombuffer(raw, dtype=np.uint8).reshape(image_size, image_size, 3)
         for name, out in (("action", actions), ("endeffector_pos", positions)):
             key = f"{t}/{name}"
             v = np.asarray(_feature(feats, key, "float_list", where), dtype=np.float32)
             if v.size == 0 or (out and v.size != out[0].size):
-                raise DatasetError(
-                    f"{where}: key '{key}' holds {v.size} floats, expected "
-                    f"{out[0].size if out else 'at least 1'} (as at frame 0)"
-                )
+                raise DatasetError(f"{where}: key '{key}' holds {v.size} floats, expected "
+                                   f"{out[0].size if out else 'at least 1'} (as at frame 0)")
             if not np.isfinite(v).all():
                 raise DatasetError(f"{where}: key '{key}' holds a non-finite value")
             out.append(v)
@@ -180,14 +172,27 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def convert_bair(
-    src: PathLike,
-    dst: PathLike,
-    force: bool = False,
-    val_fraction: float = 0.05,
-    image_size: int = 64,
-    progress: bool = True,
-) -> dict[str, Any]:
+def _start_state(src: Path, dst: Path, plan_json: list[list[str]], force: bool) -> dict[str, Any]:
+    """The conversion state to continue: the one in ``dst`` if it resumes ``src``, else a new one."""
+    state_path = dst / STATE_NAME
+    state = _read_state(state_path) if dst.is_dir() else None
+    src_id = str(src.resolve())
+    if dst.exists() and not dst.is_dir():
+        raise DatasetError(f"{dst}: destination exists and is not a folder")
+    if force or state is None or state.get("src") != src_id:
+        if dst.is_dir() and any(dst.iterdir()) and not force:
+            what = f"holds a conversion of {state.get('src')}" if state is not None else "is not empty"
+            raise DatasetError(f"{dst}: destination {what}; pass force=True (CLI: --force) to write into it anyway")
+        return {"format": STATE_FORMAT, "version": 1, "src": src_id, "plan": plan_json,
+                "replace_existing": bool(force), "done": [], "status": "in_progress"}
+    if state.get("plan") != plan_json:
+        raise DatasetError(f"{state_path}: the conversion being resumed assigned files to splits differently "
+                           f"(other val_fraction or source files changed); pass force=True to start over")
+    return state
+
+
+def convert_bair(src: PathLike, dst: PathLike, force: bool = False, val_fraction: float = 0.05,
+                 image_size: int = 64, progress: bool = True) -> dict[str, Any]:
     """Convert the BAIR TFRecords under ``src`` to the lab layout under ``dst``.
 
     Refuses a non-empty ``dst`` unless it holds a conversion of the same ``src`` (which is
@@ -200,49 +205,16 @@ def convert_bair(
     t0 = time.perf_counter()
     src, dst = _resolve_src(Path(src)), Path(dst)
     plan = plan_splits(src, val_fraction)
-    plan_json = [[split, p.relative_to(src).as_posix()] for split, p in plan]
+    state = _start_state(src, dst, [[split, p.relative_to(src).as_posix()] for split, p in plan], force)
     state_path = dst / STATE_NAME
-    state = _read_state(state_path) if dst.is_dir() else None
-    src_id = str(src.resolve())
-
-    if dst.exists() and not dst.is_dir():
-        raise DatasetError(f"{dst}: destination exists and is not a folder")
-    if force or state is None or state.get("src") != src_id:
-        if dst.is_dir() and any(dst.iterdir()) and not force:
-            what = (
-                f"holds a conversion of {state.get('src')}" if state is not None else "is not empty"
-            )
-            raise DatasetError(
-                f"{dst}: destination {what}; pass force=True (CLI: --force) to write into it anyway"
-            )
-        state = {
-            "format": STATE_FORMAT,
-            "version": 1,
-            "src": src_id,
-            "plan": plan_json,
-            "replace_existing": bool(force),
-            "done": [],
-            "status": "in_progress",
-        }
-    elif state.get("plan") != plan_json:
-        raise DatasetError(
-            f"{state_path}: the conversion being resumed assigned files to splits differently "
-            f"(other val_fraction or source files changed); pass force=True to start over"
-        )
     dst.mkdir(parents=True, exist_ok=True)
     _write_state(state_path, state)
 
     done = set(state["done"])
     todo = [(split, p) for split, p in plan if p.relative_to(src).as_posix() not in done]
-    counts: dict[str, int] = {}
     written = skipped = 0
-    with progress_bar(
-        total=sum(p.stat().st_size for _, p in todo),
-        desc="convert-bair",
-        unit="B",
-        unit_scale=True,
-        disable=not progress,
-    ) as bar:
+    total = sum(p.stat().st_size for _, p in todo)
+    with progress_bar(total=total, desc="convert-bair", unit="B", unit_scale=True, disable=not progress) as bar:
         for split, path in todo:
             w, s = _convert_file(path, dst / split / path.name, image_size, state["replace_existing"], bar)
             written, skipped = written + w, skipped + s
@@ -251,27 +223,16 @@ def convert_bair(
     state["status"] = "complete"
     _write_state(state_path, state)
 
+    counts: dict[str, int] = {}
     for split, path in plan:
-        out = dst / split / path.name
-        if out.is_dir():
-            n = sum(1 for e in os.scandir(out) if e.is_dir() and not e.name.startswith("."))
-            counts[split] = counts.get(split, 0) + n
-    return {
-        "dst": str(dst),
-        "sequences": counts,
-        "files": {s: sum(1 for sp, _ in plan if sp == s) for s in counts},
-        "written": written,
-        "skipped": skipped,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+        if (dst / split / path.name).is_dir():
+            counts[split] = counts.get(split, 0) + len(visible_dirs(dst / split / path.name))
+    return {"dst": str(dst), "sequences": counts, "files": {s: sum(1 for sp, _ in plan if sp == s) for s in counts},
+            "written": written, "skipped": skipped, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _convert_file(
-    path: Path, out_dir: Path, image_size: int, replace: bool, bar: tqdm
-) -> tuple[int, int]:
+def _convert_file(path: Path, out_dir: Path, image_size: int, replace: bool, bar: tqdm) -> tuple[int, int]:
     """Stream one TFRecord file into ``out_dir/<k>/``; returns (written, skipped)."""
-    from tfrecord.reader import tfrecord_iterator
-
     out_dir.mkdir(parents=True, exist_ok=True)
     for e in os.scandir(out_dir):  # leftovers of an interrupted run (only one converter per DST)
         if e.is_dir() and e.name.startswith((".tmp-", ".old-")):

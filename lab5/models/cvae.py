@@ -1,8 +1,8 @@
 """The conditional VAE: encoder, decoder, LSTM predictor, posterior and prior, wired per frame.
 
-``CVAE`` only holds the modules and the three per-frame operations every training or
-generation loop needs (``posterior``, ``prior``, ``predict``); the loops themselves
-live in ``lab5.steps`` (training) and ``lab5.evaluate`` (generation).
+``CVAE`` holds the modules and the per-frame operations every loop needs (``posterior``,
+``prior``, ``predict``); ``forward`` returns the training loss through the loop over frames
+that ``cfg.step`` names (``lab5.steps``); generation's loop is ``lab5.evaluate.generate``.
 
 Predictor input at step t (predicting x_t) is ``[h_{t-1}, z_t, c_{t-1}]``: the encoding
 of the previous frame, the latent and the condition (action and end-effector
@@ -17,6 +17,7 @@ from torch import nn
 from lab5.config import Config
 from lab5.models.encoders import build_encoder_decoder
 from lab5.models.lstm import GaussianLstm, Hidden, Lstm
+from lab5.steps import STEPS, Loss
 
 Gaussian = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # z, mu, logvar
 
@@ -40,6 +41,15 @@ class CVAE(nn.Module):
                               if cfg.z_dim > 0 else None)
         self.prior_net = (GaussianLstm(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_rnn_layers)
                           if cfg.prior == "learned" else None)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, beta: float, teacher_forcing: bool) -> Loss:
+        """``(loss, mse, kld)`` of batch-major frames ``x [B,T,3,H,W]`` and conditions ``c [B,T,C]``."""
+        return STEPS[self.cfg.step](self, x.transpose(0, 1), c.transpose(0, 1), beta, teacher_forcing,
+                                    self.cfg.n_past)
+
+    def updates_skip(self, i: int, n_past: int) -> bool:
+        """Whether the input of step i (frame i−1) provides the skips from step i on."""
+        return self.last_frame_skip or i <= n_past
 
     def init_hidden(self, batch_size: int, device: torch.device | str) -> dict[str, Hidden]:
         """Fresh LSTM states for one batch of sequences."""
@@ -73,13 +83,11 @@ class CVAE(nn.Module):
     def predict(self, h_prev: torch.Tensor, z: torch.Tensor, c_prev: torch.Tensor,
                 skip: list[torch.Tensor], hidden: dict[str, Hidden]) -> torch.Tensor:
         """One predicted frame from [h_{t-1}, z_t, c_{t-1}] and the skip features."""
-        g, hidden["predictor"] = self.predictor(torch.cat([h_prev, z, c_prev.to(h_prev.dtype)], 1),
-                                                hidden["predictor"])
-        return self.decoder(g, skip)
+        return self.decoder(self.predict_code(h_prev, z, c_prev, hidden), skip)
 
     def predict_code(self, h_prev: torch.Tensor, z: torch.Tensor, c_prev: torch.Tensor,
                      hidden: dict[str, Hidden]) -> torch.Tensor:
-        """The predictor alone (the decoder is applied later, batched over time, by the fast path)."""
+        """The predictor's code for frame t (``predict`` without the decoder)."""
         g, hidden["predictor"] = self.predictor(torch.cat([h_prev, z, c_prev.to(h_prev.dtype)], 1),
                                                 hidden["predictor"])
         return g

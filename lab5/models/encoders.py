@@ -3,15 +3,13 @@
 Both families share one interface:
 ``encoder(x [B,3,64,64]) -> (h [B,dim], skips [4 feature maps])`` and
 ``decoder(h [B,dim], skips) -> x_hat [B,3,64,64] in (0, 1)``.
-VGG64 follows the report's Listings 2.1 and 2.2 layer for layer; DCGAN64 (SVG's
-``dcgan_64``) replaces each VGG stage by one stride-2 4x4 convolution, which makes it
-about 20x cheaper and is what the CPU ``demo`` preset uses.
+VGG64 follows the report's Listings 2.1 and 2.2 layer for layer; DCGAN64 (SVG's ``dcgan_64``)
+replaces each VGG stage by one stride-2 4x4 convolution, about 20x cheaper (the ``demo`` preset).
 
-Every BatchNorm2d here is a ``FrameBatchNorm2d``: an ordinary BatchNorm2d (same
-parameters, buffers and state_dict keys) that, inside ``per_frame_batchnorm(module, T)``,
-normalises a sample-major batch of T frames per sequence ``[B*T, C, H, W]`` frame by
-frame. That lets the exact training path run the encoder once over all frames while
-keeping the per-frame statistics of the reference's frame-by-frame loop.
+Every BatchNorm2d is a ``FrameBatchNorm2d``: an ordinary BatchNorm2d (same state_dict) that,
+inside ``per_frame_batchnorm(module, T)``, normalises a sample-major batch of T frames per
+sequence ``[B*T, C, H, W]`` frame by frame, so the training steps can run the encoder and
+decoder once over all frames and keep the per-frame statistics of a frame-by-frame loop.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class FrameBatchNorm2d(nn.BatchNorm2d):
@@ -96,6 +95,34 @@ def per_frame_batchnorm(module: nn.Module, frames: int, updates: int | None = No
             m.frames = m.updates = 1
 
 
+def recomputed(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` keeping only ``x`` for backward, where it runs again (activation checkpointing).
+    The rerun happens after ``per_frame_batchnorm`` has exited: it sees the module's BatchNorms
+    set as the first run saw them, and leaves their running statistics as the first run left them."""
+    bns = [m for m in module.modules() if isinstance(m, FrameBatchNorm2d)]
+    settings = [(m.frames, m.updates) for m in bns]
+    first_run = True
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        nonlocal first_run
+        if first_run:
+            first_run = False
+            return module(inp)
+        state = [(m.frames, m.updates, [b.clone() for b in m.buffers(recurse=False)]) for m in bns]
+        for m, (frames, updates) in zip(bns, settings):
+            m.frames, m.updates = frames, updates
+        try:
+            return module(inp)
+        finally:
+            with torch.no_grad():
+                for m, (frames, updates, buffers) in zip(bns, state):
+                    m.frames, m.updates = frames, updates
+                    for b, saved in zip(m.buffers(recurse=False), buffers):
+                        b.copy_(saved)
+
+    return checkpoint(run, x, use_reentrant=False)
+
+
 class VggLayer(nn.Sequential):
     """3x3 conv + BatchNorm + LeakyReLU(0.2), as in the report."""
 
@@ -104,7 +131,65 @@ class VggLayer(nn.Sequential):
                          nn.LeakyReLU(0.2, inplace=True))
 
 
-class VggEncoder(nn.Module):
+class SkipEncoder(nn.Module):
+    """Stages c1..c4 (each output a skip), each after ``pool``, then c5 to the code h."""
+
+    pool: nn.Module
+
+    def forward(self, x: torch.Tensor, recompute: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``recompute``: how many of the first (highest-resolution) stages keep only their input
+        for backward and run again there, which lowers the peak memory of a long batch."""
+        skips, h = [], x
+        for k, stage in enumerate((self.c1, self.c2, self.c3, self.c4)):
+            h = self.pool(h) if k else h
+            h = recomputed(stage, h) if k < recompute else stage(h)
+            skips.append(h)
+        return self.c5(self.pool(h)).view(-1, self.dim), skips
+
+
+class SkipDecoder(nn.Module):
+    """upc1 from the code, then stages upc2..upc5, each fed ``cat([up(d), skip])`` with skips
+    skip[3]..skip[0]; a Sigmoid at the end."""
+
+    up: nn.Module
+
+    def forward(self, h: torch.Tensor, skip: list[torch.Tensor], skip_of: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """With ``skip_of``, ``h`` holds frames ``[B*F, dim]`` (sample-major) and ``skip`` the skips of
+        K distinct frames, each ``[B, K, C, H, W]``: frame f takes those of frame ``skip_of[f]``.
+        A stage's first convolution is linear in its input channels, conv(cat[u, s]) = conv_u(u)
+        + conv_s(s), so conv_s runs once per distinct skip frame, not once per predicted frame, and
+        the concatenated tensor is never built."""
+        d = self.upc1(h.view(-1, self.dim, 1, 1))
+        for stage, s in zip((self.upc2, self.upc3, self.upc4, self.upc5), reversed(skip)):
+            u = self.up(d)
+            if skip_of is None:
+                d = stage(torch.cat([u, s], 1))
+                continue
+            conv, *rest = [m for m in stage.modules() if not list(m.children())]  # its layers, in order
+            B, K = s.shape[:2]
+            y_skip = partial_conv(conv, s.flatten(0, 1), u.shape[1], bias=False)
+            # index_select + add, not in-place adds into slices: their backward would copy the
+            # whole gradient once per slice.
+            y_skip = y_skip.view(B, K, *y_skip.shape[1:]).index_select(1, skip_of)
+            y = partial_conv(conv, u, 0, bias=True)
+            d = y.view(B, len(skip_of), *y.shape[1:]).add(y_skip).flatten(0, 1)
+            for layer in rest:
+                d = layer(d)
+        return d
+
+
+def partial_conv(conv: nn.Module, x: torch.Tensor, first_channel: int, bias: bool) -> torch.Tensor:
+    """``conv`` applied to ``x`` as its input channels first_channel.., the others taken as 0."""
+    channels = slice(first_channel, first_channel + x.shape[1])
+    b = conv.bias if bias else None
+    if isinstance(conv, nn.ConvTranspose2d):  # weight [in, out, kh, kw]
+        return F.conv_transpose2d(x, conv.weight[channels], b, conv.stride, conv.padding,
+                                  conv.output_padding, 1, conv.dilation)
+    return F.conv2d(x, conv.weight[:, channels], b, conv.stride, conv.padding, conv.dilation)
+
+
+class VggEncoder(SkipEncoder):
     """Listing 2.1: 64 -> 32 -> 16 -> 8 -> 4 -> 1, skips at 64, 32, 16 and 8 pixels."""
 
     def __init__(self, dim: int, channels: int = 3) -> None:
@@ -115,18 +200,10 @@ class VggEncoder(nn.Module):
         self.c3 = nn.Sequential(VggLayer(128, 256), VggLayer(256, 256), VggLayer(256, 256))
         self.c4 = nn.Sequential(VggLayer(256, 512), VggLayer(512, 512), VggLayer(512, 512))
         self.c5 = nn.Sequential(nn.Conv2d(512, dim, 4, 1, 0), FrameBatchNorm2d(dim), nn.Tanh())
-        self.mp = nn.MaxPool2d(kernel_size=2, stride=2, padding=0)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h1 = self.c1(x)
-        h2 = self.c2(self.mp(h1))
-        h3 = self.c3(self.mp(h2))
-        h4 = self.c4(self.mp(h3))
-        h5 = self.c5(self.mp(h4))
-        return h5.view(-1, self.dim), [h1, h2, h3, h4]
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, padding=0)
 
 
-class VggDecoder(nn.Module):
+class VggDecoder(SkipDecoder):
     """Listing 2.2: mirrors VggEncoder, concatenating the skips, ending in a Sigmoid."""
 
     def __init__(self, dim: int, channels: int = 3) -> None:
@@ -137,21 +214,12 @@ class VggDecoder(nn.Module):
         self.upc2 = nn.Sequential(VggLayer(512 * 2, 512), VggLayer(512, 512), VggLayer(512, 256))
         self.upc3 = nn.Sequential(VggLayer(256 * 2, 256), VggLayer(256, 256), VggLayer(256, 128))
         self.upc4 = nn.Sequential(VggLayer(128 * 2, 128), VggLayer(128, 64))
-        self.upc5 = nn.Sequential(VggLayer(64 * 2, 64), nn.ConvTranspose2d(64, channels, 3, 1, 1),
-                                  nn.Sigmoid())
+        self.upc5 = nn.Sequential(VggLayer(64 * 2, 64), nn.ConvTranspose2d(64, channels, 3, 1, 1), nn.Sigmoid())
         self.up = nn.UpsamplingNearest2d(scale_factor=2)
-
-    def forward(self, h: torch.Tensor, skip: list[torch.Tensor]) -> torch.Tensor:
-        d1 = self.upc1(h.view(-1, self.dim, 1, 1))
-        d2 = self.upc2(torch.cat([self.up(d1), skip[3]], 1))
-        d3 = self.upc3(torch.cat([self.up(d2), skip[2]], 1))
-        d4 = self.upc4(torch.cat([self.up(d3), skip[1]], 1))
-        return self.upc5(torch.cat([self.up(d4), skip[0]], 1))
 
 
 def _down(n_in: int, n_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(n_in, n_out, 4, 2, 1), FrameBatchNorm2d(n_out),
-                         nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(nn.Conv2d(n_in, n_out, 4, 2, 1), FrameBatchNorm2d(n_out), nn.LeakyReLU(0.2, inplace=True))
 
 
 def _up(n_in: int, n_out: int) -> nn.Sequential:
@@ -159,7 +227,7 @@ def _up(n_in: int, n_out: int) -> nn.Sequential:
                          nn.LeakyReLU(0.2, inplace=True))
 
 
-class DcganEncoder(nn.Module):
+class DcganEncoder(SkipEncoder):
     """Stride-2 4x4 convs: 64 -> 32 -> 16 -> 8 -> 4 -> 1, skips at 32, 16, 8 and 4 pixels."""
 
     def __init__(self, dim: int, nf: int = 64, channels: int = 3) -> None:
@@ -170,16 +238,10 @@ class DcganEncoder(nn.Module):
         self.c3 = _down(nf * 2, nf * 4)
         self.c4 = _down(nf * 4, nf * 8)
         self.c5 = nn.Sequential(nn.Conv2d(nf * 8, dim, 4, 1, 0), FrameBatchNorm2d(dim), nn.Tanh())
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        h1 = self.c1(x)
-        h2 = self.c2(h1)
-        h3 = self.c3(h2)
-        h4 = self.c4(h3)
-        return self.c5(h4).view(-1, self.dim), [h1, h2, h3, h4]
+        self.pool = nn.Identity()
 
 
-class DcganDecoder(nn.Module):
+class DcganDecoder(SkipDecoder):
     """Mirror of DcganEncoder with the same skip layout, ending in a Sigmoid."""
 
     def __init__(self, dim: int, nf: int = 64, channels: int = 3) -> None:
@@ -191,17 +253,10 @@ class DcganDecoder(nn.Module):
         self.upc3 = _up(nf * 4 * 2, nf * 2)
         self.upc4 = _up(nf * 2 * 2, nf)
         self.upc5 = nn.Sequential(nn.ConvTranspose2d(nf * 2, channels, 4, 2, 1), nn.Sigmoid())
-
-    def forward(self, h: torch.Tensor, skip: list[torch.Tensor]) -> torch.Tensor:
-        d1 = self.upc1(h.view(-1, self.dim, 1, 1))
-        d2 = self.upc2(torch.cat([d1, skip[3]], 1))
-        d3 = self.upc3(torch.cat([d2, skip[2]], 1))
-        d4 = self.upc4(torch.cat([d3, skip[1]], 1))
-        return self.upc5(torch.cat([d4, skip[0]], 1))
+        self.up = nn.Identity()
 
 
-def build_encoder_decoder(arch: str, dim: int, nf: int = 64,
-                          channels: int = 3) -> tuple[nn.Module, nn.Module]:
+def build_encoder_decoder(arch: str, dim: int, nf: int = 64, channels: int = 3) -> tuple[SkipEncoder, SkipDecoder]:
     """The encoder/decoder pair of an architecture family."""
     if arch == "vgg64":
         return VggEncoder(dim, channels), VggDecoder(dim, channels)

@@ -1,0 +1,343 @@
+"""The BAIR "lab layout" on disk: find, validate, read and write sequences.
+
+Layout (one folder per sequence)::
+
+    <root>/<split>/<traj folder>/<k>/0.png … {T-1}.png    T frames, square RGB (64x64 for BAIR)
+                                   actions.csv               T rows x A columns (BAIR: A = 4)
+                                   endeffector_positions.csv T rows x P columns (BAIR: P = 3)
+
+``split`` is ``train``, ``validate`` or ``test``; traj folder names may keep a ``.tfrecords``
+suffix; CSVs are comma-separated without a header (numpy ``savetxt`` default ``%.18e``).
+
+Every problem found in the files raises :class:`DatasetError` whose message starts with the
+offending path and says what is wrong, so a student can fix the file rather than read a
+traceback. Hidden entries (names starting with ``.``: ``.ipynb_checkpoints``, the cache folder,
+the converter's temporary folders) are ignored everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+SPLITS: tuple[str, ...] = ("train", "validate", "test")
+ACTIONS_CSV = "actions.csv"
+POSITIONS_CSV = "endeffector_positions.csv"
+# Only canonical names count as frames ("7.png", not "07.png"), so a frame index maps to
+# exactly one file name and "missing 7.png" is an unambiguous message.
+FRAME_RE = re.compile(r"^(0|[1-9][0-9]*)\.png$")
+_INT_RE = re.compile(r"^[0-9]+$")
+
+PathLike = str | os.PathLike
+
+
+class DatasetError(Exception):
+    """A problem with the data on disk; the message names the offending path and the problem."""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def natural_key(name: str) -> tuple[list[Any], str]:
+    """Sort key that orders ``traj_256_to_511`` before ``traj_1024_to_1279`` (numbers by value).
+
+    ``re.split`` with a capture group alternates text and digits, so the lists always compare
+    str with str and int with int; the raw name breaks ties ("a01" vs "a1").
+    """
+    parts = re.split(r"([0-9]+)", name)
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)], name
+
+
+def visible_dirs(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as it:
+            return [Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir()]
+    except OSError as e:
+        raise DatasetError(f"{folder}: cannot list folder ({e.strerror or e})") from e
+
+
+def present_splits(root: Path, missing: str) -> list[str]:
+    """The splits that exist under ``root``; none raises DatasetError(f"{root}: {missing}")."""
+    splits = [s for s in SPLITS if (root / s).is_dir()]
+    if not splits:
+        raise DatasetError(f"{root}: {missing}")
+    return splits
+
+
+def find_sequences(root: PathLike, split: str) -> list[Path]:
+    """Sequence folders of ``root/split`` in a deterministic order.
+
+    Order: traj folders by natural sort of their names, then sequence folders by ``int(k)``.
+    The order never depends on the file system, so indices, caches and random windows agree
+    across machines.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"data root {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data root is not a folder")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        present = [s for s in SPLITS if (root / s).is_dir()]
+        raise DatasetError(f"{split_dir}: split folder does not exist (splits present under {root}: "
+                           f"{', '.join(present) or 'none'})")
+    sequences: list[Path] = []
+    for traj in sorted(visible_dirs(split_dir), key=lambda p: natural_key(p.name)):
+        # A frequent mistake is one folder level too few (<split>/<k>/0.png); say so plainly.
+        if (traj / "0.png").exists() or (traj / ACTIONS_CSV).exists():
+            raise DatasetError(f"{traj}: holds frames directly, but the layout is "
+                               f"<split>/<traj folder>/<k>/0.png (one folder level is missing)")
+        seqs = visible_dirs(traj)
+        for s in seqs:
+            if not _INT_RE.match(s.name):
+                raise DatasetError(f"{s}: sequence folder name is not an integer")
+        sequences.extend(sorted(seqs, key=lambda p: (int(p.name), p.name)))
+    if not sequences:
+        raise DatasetError(f"{split_dir}: empty split (no sequence folders <traj folder>/<k>/ inside)")
+    return sequences
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def count_frames(seq_dir: PathLike) -> int:
+    """Number of frames of a sequence: ``0.png … N-1.png`` must all be present."""
+    seq_dir = Path(seq_dir)
+    try:
+        names = os.listdir(seq_dir)
+    except FileNotFoundError as e:
+        raise DatasetError(f"{seq_dir}: sequence folder does not exist") from e
+    except OSError as e:
+        raise DatasetError(f"{seq_dir}: cannot list sequence folder ({e.strerror or e})") from e
+    indices = {int(m.group(1)) for n in names if (m := FRAME_RE.match(n))}
+    if not indices:
+        raise DatasetError(f"{seq_dir}: no frames (expected 0.png, 1.png, …)")
+    n = max(indices) + 1
+    if len(indices) != n:
+        missing = sorted(set(range(n)) - indices)
+        raise DatasetError(f"{seq_dir / f'{missing[0]}.png'}: missing frame (frames must be 0.png … "
+                           f"{n - 1}.png without gaps; {len(missing)} missing)")
+    return n
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: missing file") from e
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read file ({e.strerror or e})") from e
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not a text CSV file (byte {e.start} is not UTF-8)") from e
+
+
+def _parse_field(path: Path, lineno: int, col: int, field: str) -> float:
+    s = field.strip()
+    try:
+        v = float(s)
+    except ValueError:
+        raise DatasetError(f"{path}: line {lineno}, column {col}: not a number: {s!r} "
+                           f"(expected comma-separated numbers, no header)") from None
+    if not math.isfinite(v):
+        raise DatasetError(f"{path}: line {lineno}, column {col}: non-finite value {s!r} "
+                           f"(NaN and inf are not allowed)")
+    return v
+
+
+def read_csv_matrix(path: PathLike, expected_rows: int | None = None) -> np.ndarray:
+    """Parse a header-less comma-separated matrix of finite numbers (float64 [rows, cols]).
+
+    Hand-written rather than ``np.loadtxt`` so every error can name the line and column.
+    """
+    path = Path(path)
+    lines = _read_text(path).splitlines()
+    while lines and not lines[-1].strip():  # tolerate blank lines at the very end only
+        lines.pop()
+    if not lines:
+        raise DatasetError(f"{path}: empty file (expected {expected_rows or 'one or more'} rows)")
+    rows: list[list[float]] = []
+    n_cols = 0
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            raise DatasetError(f"{path}: line {lineno}: empty line")
+        fields = line.split(",")
+        if lineno == 1:
+            n_cols = len(fields)
+        elif len(fields) != n_cols:
+            raise DatasetError(f"{path}: line {lineno}: {len(fields)} columns, but line 1 has {n_cols}")
+        rows.append([_parse_field(path, lineno, col, f) for col, f in enumerate(fields, 1)])
+    if expected_rows is not None and len(rows) > expected_rows:
+        raise DatasetError(f"{path}: line {expected_rows + 1}: extra row; the file has {len(rows)} rows, "
+                           f"expected {expected_rows} (one per frame)")
+    if expected_rows is not None and len(rows) < expected_rows:
+        raise DatasetError(f"{path}: line {len(rows)}: file ends after {len(rows)} rows, expected "
+                           f"{expected_rows} (one per frame)")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def read_frame(path: PathLike, expected_size: int | None = None, ref: str = "") -> np.ndarray:
+    """Decode one frame to uint8 [H, W, 3]; refuse anything that is not opaque 8-bit RGB.
+
+    ``expected_size``: side length the frame must have (``ref`` names where it comes from).
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            fmt, mode, (w, h) = img.format, img.mode, img.size
+            arr = np.asarray(img)
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: missing frame") from e
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, … for broken files
+        raise DatasetError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+    if fmt != "PNG":
+        raise DatasetError(f"{path}: not a PNG file (format {fmt})")
+    if mode == "RGBA":
+        alpha = arr[..., 3]
+        if alpha.min() != 255:
+            raise DatasetError(f"{path}: RGBA image with transparent pixels (alpha down to "
+                               f"{int(alpha.min())}); frames must be opaque RGB")
+        arr = np.ascontiguousarray(arr[..., :3])  # opaque alpha carries no information
+    elif mode != "RGB":
+        raise DatasetError(f"{path}: image mode {mode!r}, frames must be 8-bit RGB")
+    if w != h:
+        raise DatasetError(f"{path}: frame is {w}x{h}, frames must be square")
+    if expected_size is not None and w != expected_size:
+        raise DatasetError(f"{path}: frame is {w}x{h}, expected {expected_size}x{expected_size} "
+                           f"like {ref or 'the rest of the dataset'}")
+    return arr
+
+
+class SequenceInfo(NamedTuple):
+    """What a sequence looks like on disk, beyond the window that was read."""
+
+    n_frames: int  # frames present on disk (not the window length)
+    action_dim: int
+    position_dim: int
+
+
+def read_csvs(seq_dir: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """actions [T, A] and positions [T, P] (float64) of a sequence with ``n_frames`` frames."""
+    return read_csv_matrix(seq_dir / ACTIONS_CSV, n_frames), read_csv_matrix(seq_dir / POSITIONS_CSV, n_frames)
+
+
+def sequence_info(seq_dir: Path) -> SequenceInfo:
+    """The cheap check of one sequence: frame files present, both CSVs fully parsed."""
+    n = count_frames(seq_dir)
+    actions, positions = read_csvs(seq_dir, n)
+    return SequenceInfo(n, actions.shape[1], positions.shape[1])
+
+
+def read_sequence_info(seq_dir: PathLike, n_frames: int | None = None, start: int = 0,
+                       image_size: int | None = None) -> tuple[np.ndarray, np.ndarray, SequenceInfo]:
+    """:func:`read_sequence` plus the sequence's :class:`SequenceInfo`.
+
+    ``image_size``: side length every frame must have (default: that of the first frame read).
+    """
+    seq_dir = Path(seq_dir)
+    total = count_frames(seq_dir)
+    if n_frames is None:
+        n_frames = total - start
+    if start < 0 or n_frames < 1 or start + n_frames > total:
+        raise DatasetError(f"{seq_dir}: cannot read frames {start} … {start + n_frames - 1}, "
+                           f"the sequence has {total} frames")
+    actions, positions = read_csvs(seq_dir, total)
+    cond = np.concatenate([actions, positions], axis=1)[start : start + n_frames]
+    frames: np.ndarray | None = None
+    ref = "the rest of the dataset"
+    for j, t in enumerate(range(start, start + n_frames)):
+        path = seq_dir / f"{t}.png"
+        img = read_frame(path, image_size, ref)
+        if frames is None:
+            if image_size is None:  # later frames must match the first one read
+                image_size, ref = img.shape[0], path.name
+            frames = np.empty((n_frames, *img.shape), dtype=np.uint8)
+        frames[j] = img
+    assert frames is not None
+    return frames, cond.astype(np.float32), SequenceInfo(total, actions.shape[1], positions.shape[1])
+
+
+def read_sequence(seq_dir: PathLike, n_frames: int | None = None, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 [T, H, W, 3] and condition float32 [T, A + P] of one sequence folder.
+
+    Reads frames ``start … start + n_frames - 1`` (default: all from ``start``). The whole of
+    both CSVs is validated whatever the window, so a broken row never hides behind a window.
+    Condition = action columns then end-effector position columns.
+    """
+    frames, cond, _ = read_sequence_info(seq_dir, n_frames, start)
+    return frames, cond
+
+
+class Agreement:
+    """The rule every reader enforces: all sequences of a dataset (all splits together, for
+    ``check``) agree on frame count, CSV widths and image size. The first sequence seen is the
+    reference; each later one is compared to it."""
+
+    def __init__(self, seq: Path | None = None, info: SequenceInfo | None = None,
+                 image_size: int | None = None) -> None:
+        self.seq, self.info, self.image_size = seq, info, image_size
+
+    def check(self, seq: Path, info: SequenceInfo, image_size: int | None = None) -> SequenceInfo:
+        """``info`` if it matches the reference (the first call sets it), else DatasetError."""
+        if self.info is None:
+            self.seq, self.info, self.image_size = seq, info, image_size
+        elif info != self.info:
+            names = ("frames", "action columns", "position columns")
+            name, a, b = next((n, a, b) for n, a, b in zip(names, info, self.info) if a != b)
+            raise DatasetError(f"{seq}: has {a} {name}, but {self.seq} has {b}; all sequences must agree")
+        return self.info
+
+    def read(self, seq: Path, n_frames: int | None = None,
+             start: int = 0) -> tuple[np.ndarray, np.ndarray, SequenceInfo]:
+        """:func:`read_sequence_info` of ``seq`` with its size and shape checked against the reference."""
+        frames, cond, info = read_sequence_info(seq, n_frames, start, self.image_size)
+        self.check(seq, info, frames.shape[1])
+        return frames, cond, info
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_sequence(seq_dir: PathLike, frames: np.ndarray, actions: np.ndarray, positions: np.ndarray,
+                   overwrite: bool = False, compress_level: int | None = None) -> None:
+    """Write one sequence in the lab layout, atomically.
+
+    frames uint8 [T, H, W, 3]; actions [T, A]; positions [T, P]. Files go to a hidden sibling
+    folder that is renamed into place when complete, so an interrupted writer never leaves a
+    half-written sequence that looks finished (and readers skip hidden folders).
+    ``compress_level``: PNG zlib level (None: PIL's default).
+    """
+    seq_dir = Path(seq_dir)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+    if len(actions) != len(frames) or len(positions) != len(frames):
+        raise ValueError("actions and positions need one row per frame")
+    if seq_dir.exists() and not overwrite:
+        raise DatasetError(f"{seq_dir}: sequence folder already exists")
+    tmp = seq_dir.parent / f".tmp-{seq_dir.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    png = {} if compress_level is None else {"compress_level": compress_level}
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame, "RGB").save(tmp / f"{t}.png", **png)
+    for name, values in ((ACTIONS_CSV, actions), (POSITIONS_CSV, positions)):
+        # float32 → float64 is exact, and %.18e round-trips it: the CSV holds the very values
+        np.savetxt(tmp / name, np.asarray(values, np.float64).reshape(len(frames), -1), delimiter=",")
+    if seq_dir.exists():
+        old = seq_dir.parent / f".old-{seq_dir.name}-{os.getpid()}"
+        os.rename(seq_dir, old)
+        os.rename(tmp, seq_dir)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, seq_dir)

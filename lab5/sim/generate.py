@@ -1,0 +1,183 @@
+"""Writing the embedded simulated dataset in the lab layout, deterministically from a seed::
+
+    DST/{train,validate,test}/traj_<a>_to_<b>.tfrecords/<k>/{0..29}.png, actions.csv (30x4),
+                                                       endeffector_positions.csv (30x3)
+    DST/SYNTHETIC.json    the parameters and copy-last PSNR per split, written last
+
+Each sequence's seed derives from ``(seed, split, index)``, so the files are byte-identical
+whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import multiprocessing.pool
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from lab5.data.layout import SPLITS, write_sequence
+from lab5.evaluate import psnr_per_frame
+from lab5.progress import progress_bar
+from lab5.rundir import home
+from lab5.sim.render import render_states
+from lab5.sim.world import IMG, N_FRAMES, simulate_states
+
+SHARD = 256  # sequences per traj_<a>_to_<b> folder, as in BAIR's TFRecords
+FORMAT_VERSION = 1  # bump when the generator changes what it writes
+# The generator's name as recorded in every manifest already on disk; it takes part in the
+# "same set?" comparison, so it stays as written when the module moved.
+GENERATOR = "lab5.data.synthetic"
+MANIFEST = "SYNTHETIC.json"
+
+#: Default sizes of ``make_synthetic`` (sequences per split) and seed.
+DEFAULTS: dict[str, int] = {"train": 1024, "validate": 128, "test": 256, "seed": 0}
+# The embedded sets: training data (seed 0) and a held-out evaluation set (another seed).
+TRAIN_SEED, EVAL_SEED = 0, 1
+
+
+def simulate_sequence(seed: int, n_frames: int = N_FRAMES,
+                      actions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulate and render one sequence: frames uint8 [T, 64, 64, 3], actions float32 [T, 4] and
+    end-effector positions float32 [T, 3].
+
+    ``seed`` fixes the initial scene (and the policy when ``actions`` is None); ``actions``
+    ``[T, 4]`` replays the same initial scene with these actions instead of the random policy.
+    """
+    st = simulate_states(seed, n_frames, actions)
+    return render_states(st), st["actions"], st["endeffector"]
+
+
+def copy_last_psnr(frames_uint8: np.ndarray | Sequence[np.ndarray], ref_frame: int = 1,
+                   frames: Iterable[int] = range(2, 12)) -> float:
+    """Mean PSNR (dB) of predicting ``frames`` by copying frame ``ref_frame``, over frames and
+    sequences (the lab's protocol). Accepts ``[N, T, H, W, 3]`` uint8 or a list of ``[T, H, W, 3]``."""
+    idx = list(frames)
+    vals = []
+    for seq in frames_uint8:
+        x = torch.from_numpy(np.asarray(seq)).permute(0, 3, 1, 2)[None].float() / 255.0  # [1, T, 3, H, W]
+        later = x[:, idx]
+        vals.append(psnr_per_frame(x[:, ref_frame:ref_frame + 1].expand_as(later), later))
+    return float(torch.cat(vals, 1).double().mean())
+
+
+def sequence_seed(seed: int, split: str, index: int) -> int:
+    """Seed of sequence ``index`` of ``split``: independent of worker count and order."""
+    ss = np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)])
+    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def traj_dir(index: int) -> str:
+    """BAIR-style shard folder of sequence ``index``: ``traj_<a>_to_<a+255>.tfrecords``."""
+    a = (index // SHARD) * SHARD
+    return f"traj_{a}_to_{a + SHARD - 1}.tfrecords"
+
+
+def _write_one(job: tuple[str, str, int, int]) -> tuple[str, float]:
+    """Generate and write one sequence (runs in a worker process); return (split, copy-last PSNR)."""
+    out, split, index, seed = job
+    frames, actions, ee = simulate_sequence(sequence_seed(seed, split, index))
+    # Fixed encoder settings and no metadata: byte-identical files.
+    write_sequence(Path(out) / split / traj_dir(index) / str(index % SHARD), frames, actions, ee,
+                   compress_level=1)
+    return split, copy_last_psnr(frames[None])
+
+
+def _worker_init() -> None:
+    # A forked child must not use the parent's OpenMP pool; the PSNR needs no threads anyway.
+    torch.set_num_threads(1)
+
+
+def _pool(n: int) -> "multiprocessing.pool.Pool":
+    """A process pool for the writers.
+
+    On Linux, fork: workers start at once and, unlike spawn, never re-import the caller's
+    ``__main__`` (which breaks for ``python - <<EOF`` and for scripts without an ``if __name__ ==
+    "__main__"`` guard). Python >= 3.12's warning about forking a parent that holds threads (a
+    notebook with torch) is silenced: the workers run single-threaded. Elsewhere (macOS,
+    Windows) fork is unsafe or missing: spawn.
+    """
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        return multiprocessing.get_context(method).Pool(n, initializer=_worker_init)
+
+
+def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of the identical complete set already in ``out``, None if ``out`` is empty
+    or new; FileExistsError for anything else."""
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    if not (out / MANIFEST).is_file():
+        raise FileExistsError(f"{out} is not empty and is not a complete synthetic set "
+                              "(no SYNTHETIC.json); choose an empty or new --out")
+    old = json.loads((out / MANIFEST).read_text())
+    if {k: old.get(k) for k in params} != params:
+        raise FileExistsError(f"{out} already holds a synthetic set with other parameters "
+                              f"({ {k: old.get(k) for k in ('seed', 'train', 'validate', 'test')} }); "
+                              "choose another --out or delete it")
+    return old
+
+
+def _run(jobs: list[tuple[str, str, int, int]], n_workers: int, progress: bool) -> dict[str, list[float]]:
+    """Write every job's sequence; copy-last PSNR per split."""
+    psnr: dict[str, list[float]] = {s: [] for s in SPLITS}
+    with progress_bar(total=len(jobs), desc="make-synthetic", unit="seq", disable=not progress) as bar:
+        if n_workers == 1:
+            results: Iterable[tuple[str, float]] = map(_write_one, jobs)
+            for split, p in results:
+                psnr[split].append(p)
+                bar.update()
+        else:
+            with _pool(n_workers) as pool:
+                for split, p in pool.imap_unordered(_write_one, jobs, chunksize=8):
+                    psnr[split].append(p)
+                    bar.update()
+    return psnr
+
+
+def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: int | None = None,
+                   test: int | None = None, seed: int | None = None, workers: int | None = None,
+                   progress: bool = True) -> dict:
+    """Generate the embedded dataset in the lab layout under ``out``; return the manifest (also
+    written to ``out/SYNTHETIC.json``) plus ``path``, ``reused`` and ``seconds``.
+
+    ``out`` must not exist or be empty, unless it already holds a complete synthetic set with the
+    same parameters (then this returns at once, ``reused`` True); otherwise FileExistsError.
+    ``train``/``validate``/``test``/``seed`` default to `DEFAULTS`; ``workers`` (processes,
+    default ``os.cpu_count()`` capped at 2) does not change the output.
+    """
+    given = {"train": train, "validate": validate, "test": test, "seed": seed}
+    sizes = {k: DEFAULTS[k] if v is None else int(v) for k, v in given.items()}
+    params = {"generator": GENERATOR, "format_version": FORMAT_VERSION, **sizes, "n_frames": N_FRAMES,
+              "image_size": IMG, "shard": SHARD}
+    out = Path(out)
+    t0 = time.perf_counter()
+    old = _existing(out, params)
+    if old is not None:
+        return {**old, "path": str(out), "reused": True, "seconds": time.perf_counter() - t0}
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(out), split, i, params["seed"]) for split in SPLITS for i in range(params[split])]
+    n_workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
+    psnr = _run(jobs, min(n_workers, max(1, len(jobs))), progress)
+    manifest = {**params, "copy_last_psnr_db": {s: round(float(np.mean(sorted(v))), 3) for s, v in psnr.items() if v}}
+    # Written last and atomically: its presence means the set is complete.
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out / MANIFEST)
+    return {**manifest, "path": str(out), "reused": False, "seconds": time.perf_counter() - t0}
+
+
+def embedded_root(evaluation: bool = False) -> Path:
+    """The embedded simulated dataset, generated on first use (deterministic from its seed)."""
+    seed = EVAL_SEED if evaluation else TRAIN_SEED
+    root = home() / "data" / (f"embedded-eval-seed{seed}" if evaluation else f"embedded-seed{seed}")
+    make_synthetic(root, seed=seed)
+    return root
