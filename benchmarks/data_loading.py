@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from lab5.data.cache import build_cache
-from lab5.data.dataset import BairDataset, write_sequence
+from lab5.data.dataset import BairDataset
+from lab5.data.layout import write_sequence
 
 
 def make_root(root: Path, n_sequences: int, n_frames: int, size: int = 64, seed: int = 0) -> None:

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 
 def _loader(dataset, cfg, workers: int, batches: int, pin: bool) -> DataLoader:
-    from lab5.solver import epoch_batches
+    from lab5.train import epoch_batches
 
     order = epoch_batches(len(dataset), cfg.batch_size, batches, cfg.seed, 0)
     return DataLoader(dataset, batch_sampler=order, num_workers=workers, pin_memory=pin,
@@ -55,20 +55,23 @@ def make_step(cfg, cond_dim: int, device: torch.device):
     """One fast training iteration as a function of a batch."""
     from lab5.hardware import resolve_precision, tune_cpu_allocator
     from lab5.models.cvae import CVAE
-    from lab5.steps import train_forward
+    from lab5.steps import autocast, channels_last
 
     if device.type == "cpu":
         tune_cpu_allocator()  # as the Solver trains
     torch.manual_seed(cfg.seed)
     model = CVAE(cfg, cond_dim).to(device)
-    if resolve_precision(cfg.bf16, cfg.channels_last, device).channels_last:
+    precision = resolve_precision(cfg.bf16, cfg.channels_last, device)
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     def step(x: torch.Tensor, c: torch.Tensor) -> None:
         x, c = x.to(device, non_blocking=True), c.to(device, non_blocking=True)
         opt.zero_grad(set_to_none=True)
-        train_forward(model, x, c, 1e-4, True, cfg).loss.backward()
+        with autocast(precision.bf16, device):  # as the Solver trains
+            loss = model(channels_last(x) if precision.channels_last else x, c, 1e-4, True).loss
+        loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         root = args.data
         if root is None:
             from lab5.data.cache import build_cache
-            from lab5.data.synthetic import make_synthetic
+            from lab5.sim import make_synthetic
 
             root = Path(tmp) / "data"
             make_synthetic(root, train=256, validate=0, test=0, seed=0, progress=False)

@@ -44,7 +44,7 @@ PATHS = {
 
 def train(path: str, seed: int, args: argparse.Namespace, data: Path, out: Path) -> dict:
     from lab5.config import make_config
-    from lab5.solver import Solver
+    from lab5.train import Solver
 
     overrides = {**PATHS[path], "epochs": args.epochs, "iters_per_epoch": args.iters_per_epoch,
                  "tf_ratio": 1.0, "tf_decay_step": 0.0, "val_every": args.epochs,
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data
         if data is None:
             from lab5.data.cache import build_cache
-            from lab5.data.synthetic import make_synthetic
+            from lab5.sim import make_synthetic
 
             data = tmp / "data"
             make_synthetic(data, train=512, validate=128, test=0, seed=0, progress=False)

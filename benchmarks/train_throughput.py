@@ -76,7 +76,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from lab5.hardware import resolve_device, resolve_precision, tune_cpu_allocator
     from lab5.models.cvae import CVAE
-    from lab5.steps import train_forward
+    from lab5.steps import autocast, channels_last
 
     path = args.worker
     cfg = _config(args, path)
@@ -106,7 +106,8 @@ def worker(args: argparse.Namespace) -> dict:
 
     def iteration(x, c) -> float:
         opt.zero_grad(set_to_none=True)
-        out = train_forward(model, x, c, 1e-4, True, cfg)
+        with autocast(precision.bf16, device):
+            out = model(channels_last(x) if precision.channels_last else x, c, 1e-4, True)
         out.loss.backward()
         opt.step()
         return float(out.loss.detach())

@@ -1,39 +1,36 @@
-"""Command line: ``python -m lab5 {data,train,evaluate,generate,workbook,sweep} ...``.
+"""Command line: ``python -m lab5 {data,train,export,evaluate,generate,workbook,sweep} ...``.
 
-Every error a user can cause (bad data, bad config, bad checkpoint, bad run directory)
-is printed as one ``error: ...`` line naming the file or field, with exit status 1.
+Every error a user can cause (bad data, config, checkpoint or run directory) is printed as one
+``error: ...`` line naming the file or field, with exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from lab5.config import PRESETS, ConfigError, make_config
+from lab5 import rundir, runner
+from lab5.config import PRESETS, Config, ConfigError, make_config, parse_assignments
+from lab5.data import cli as data_cli
+from lab5.data.dataset import BairDataset
+from lab5.data.layout import DatasetError
+from lab5.evaluate import evaluate_model, format_table, save_json
+from lab5.rundir import CheckpointError, RunDirError
+from lab5.sim import embedded_root
+from lab5.train import Solver, TrainingError
+from lab5.viz import prediction_gif
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from lab5.checkpoint import CheckpointError
-    from lab5.data.dataset import DatasetError
-    from lab5.solver import RunDirError, TrainingError
-
-    return (ConfigError, CheckpointError, DatasetError, RunDirError, TrainingError)
+USER_ERRORS = (ConfigError, CheckpointError, DatasetError, RunDirError, TrainingError)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from lab5.solver import Solver
-
     if args.resume:
-        from lab5.config import Config
-        from lab5.solver import RunDirError
-
         run_dir = Path(args.resume)
-        if not (run_dir / "last.pt").is_file():
-            raise RunDirError(f"{run_dir}: nothing to resume (no last.pt); start it again with --force")
-        cfg = Config.from_json(run_dir / "config.json").override(args.set) if args.set else None
-        data = args.data or _saved_data_root(run_dir)
+        cfg = rundir.resume_config(run_dir, None).replace(**parse_assignments(args.set))
+        data = args.data or rundir.read_data_root(run_dir)
+        if data is None:
+            raise ConfigError(f"{run_dir}: no {rundir.DATA_ROOT}; pass --data ROOT")
         solver = Solver(cfg, data, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.run_dir or not args.data:
@@ -48,24 +45,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _saved_data_root(run_dir: Path) -> str:
-    path = run_dir / "data_root.txt"  # written by the Solver when the run starts
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no data_root.txt; pass --data ROOT")
-    return path.read_text().strip()
+def evaluation_data(args: argparse.Namespace, cfg: Config) -> BairDataset:
+    """``--data``, or the embedded evaluation set."""
+    root = Path(args.data) if args.data else embedded_root(evaluation=True)
+    return BairDataset(root, args.split, n_frames=cfg.n_frames)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from lab5.evaluate import evaluate_model, format_table, save_json
-    from lab5.runs import evaluation_data, load_run
-
-    model, cfg, device = load_run(args.run_dir, args.device)
-    data = evaluation_data(args.data, args.split, cfg)
-    results = evaluate_model(model, data, cfg.n_past, cfg.n_future, samples=args.samples,
-                             seed=args.seed, device=device, max_sequences=args.max_sequences,
-                             split=args.split, progress=not args.no_progress)
-    results["protocol"]["data_root"] = str(data.root)
-    results["protocol"]["run_dir"] = str(args.run_dir)
+    model, cfg, device = rundir.load_run(args.run_dir, args.device)
+    data = evaluation_data(args, cfg)
+    results = evaluate_model(model, data, cfg.n_past, cfg.n_future, samples=args.samples, seed=args.seed,
+                             device=device, max_sequences=args.max_sequences, split=args.split,
+                             progress=not args.no_progress)
+    results["protocol"].update(data_root=str(data.root), run_dir=str(args.run_dir))
     print(format_table(results))
     if args.json:
         save_json(results, args.json)
@@ -74,21 +66,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from lab5.viz import prediction_gif
-    from lab5.runs import evaluation_data, load_run
-
-    model, cfg, device = load_run(args.run_dir, args.device)
-    data = evaluation_data(args.data, args.split, cfg)
-    prediction_gif(model, data, cfg, args.out, indices=range(args.sequences), samples=args.samples,
-                   seed=args.seed, device=device)
+    model, cfg, device = rundir.load_run(args.run_dir, args.device)
+    prediction_gif(model, evaluation_data(args, cfg), cfg, args.out, indices=range(args.sequences),
+                   samples=args.samples, seed=args.seed, device=device)
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from lab5.checkpoint import export_run
-
-    path = export_run(args.run_dir, args.out)
+    path = rundir.export_run(args.run_dir, args.out)
     size = sum(f.stat().st_size for f in Path(args.out).iterdir()) / 2**20
     print(f"wrote {path} ({size:.1f} MiB in {args.out})")
     return 0
@@ -97,8 +83,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab5", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    from lab5.data import cli as data_cli
-
     data_cli.register(sub)
 
     p = sub.add_parser("train", help="train a CVAE (or --resume a killed run)")
@@ -134,24 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, help="output .gif")
             p.add_argument("--sequences", type=int, default=4)
         p.set_defaults(func=func)
-
-    from lab5 import workbook
-
-    workbook.register(sub)  # workbook (notebooks 01-05 with papermill), sweep (04 + 05 over a grid)
+    runner.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except _user_errors() as exc:
-        print(f"error: {_message(exc)}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"error: {message(exc)}", file=sys.stderr)
         return 1
 
 
-def _message(exc: BaseException) -> str:
+def message(exc: BaseException) -> str:
     """The error's own message; a DataLoader worker re-raises it wrapped in its traceback."""
     text = str(exc)
     if "Original Traceback" in text:

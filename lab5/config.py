@@ -197,12 +197,7 @@ class Config:
 
     def replace(self, **values: Any) -> "Config":
         """A checked copy with some fields changed (strings are converted to the fields' types)."""
-        types, known = typing.get_type_hints(Config), {f.name for f in fields(Config)}
-        for key, value in values.items():
-            if key not in known:
-                raise ConfigError(f"unknown config key '{key}' (known keys: {', '.join(sorted(known))})")
-            values[key] = coerce(key, value, bool if key in TRISTATE else types[key], allow_auto=key in TRISTATE)
-        return dataclasses.replace(self, **values).validate()
+        return dataclasses.replace(self, **{k: field_value(k, v) for k, v in values.items()}).validate()
 
     def diff(self, other: "Config", ignore: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
         """``{field: (self's value, other's)}`` for every field outside ``ignore`` where they differ."""
@@ -229,6 +224,15 @@ class Config:
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
 
+
+def field_value(key: str, value: Any) -> Any:
+    """``value`` as the type of Config field ``key`` (a string from the CLI or papermill converted)."""
+    if key not in FIELD_TYPES:
+        raise ConfigError(f"unknown config key '{key}' (known keys: {', '.join(sorted(FIELD_TYPES))})")
+    return coerce(key, value, bool if key in TRISTATE else FIELD_TYPES[key], allow_auto=key in TRISTATE)
+
+
+FIELD_TYPES: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The report: seed 42, batch 64, 100 epochs x 600 iterations, Adam(2e-3, (0.9, 0.999)), rnn 256,

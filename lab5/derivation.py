@@ -40,13 +40,15 @@ def toy_elbo(x: float = 1.5, w: float = 2.0, noise: float = 0.5, q_mu: float | N
     x_t = torch.tensor(x, dtype=torch.float64)
     log_px = float(_normal_logpdf(x_t, 0.0, w * w + noise**2))
     # E_q log p(x|z) in closed form: E[(x − w z)²] = (x − w·q_mu)² + w²·q_var.
-    expected_loglik = -0.5 * (math.log(2 * math.pi * noise**2) + ((x - w * q_mu) ** 2 + w * w * q_var) / noise**2)
+    expected_loglik = -0.5 * (math.log(2 * math.pi * noise**2)
+                              + ((x - w * q_mu) ** 2 + w * w * q_var) / noise**2)
     mu, lv = t(q_mu), t(math.log(q_var))
     kl_prior = float(kl_gaussian(mu, lv))                                # KL(q ‖ N(0,1))
     kl_post = float(kl_gaussian(mu, lv, t(post_mu), t(math.log(post_var))))
     z = reparameterize(mu.expand(n, 1), lv.expand(n, 1), torch.Generator().manual_seed(seed))[:, 0]
     # log p(x,z) − log q(z) per sample: its mean under q is the ELBO.
-    terms = _normal_logpdf(x_t, w * z, noise**2) + _normal_logpdf(z, 0.0, 1.0) - _normal_logpdf(z, q_mu, q_var)
+    terms = (_normal_logpdf(x_t, w * z, noise**2) + _normal_logpdf(z, 0.0, 1.0)
+             - _normal_logpdf(z, q_mu, q_var))
     elbo = expected_loglik - kl_prior
     return {"log p(x)": log_px, "ELBO": elbo, "ELBO (Monte Carlo)": float(terms.mean()),
             "MC standard error": float(terms.std() / math.sqrt(n)), "log p(x) - ELBO": log_px - elbo,
@@ -70,10 +72,12 @@ def kl_check(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor | No
     log_p = Normal(mu_p, torch.exp(0.5 * logvar_p)).log_prob(z).sum(-1)
     per_sample = (log_q - log_p).mean(1)                                    # batch mean, [n]
     return {"analytic KL": analytic, "Monte-Carlo KL": float(per_sample.mean()),
-            "MC standard error": float(per_sample.std() / math.sqrt(n)), "E_q[log p - log q]": float(-per_sample.mean())}
+            "MC standard error": float(per_sample.std() / math.sqrt(n)),
+            "E_q[log p - log q]": float(-per_sample.mean())}
 
 
-def gradient_check(mu: float = 0.5, logvar: float = -0.4, n: int = 100_000, seed: int = 0) -> dict[str, dict[str, float]]:
+def gradient_check(mu: float = 0.5, logvar: float = -0.4, n: int = 100_000,
+                   seed: int = 0) -> dict[str, dict[str, float]]:
     """Gradients of E_{z~N(mu, e^logvar)}[z²] = mu² + e^logvar with respect to (mu, logvar): exact,
     (2·mu, e^logvar); reparameterised (pathwise), z = mu + σ·ε through ``reparameterize`` and
     autograd; score function (REINFORCE), f(z)·∇ log q(z) with z held fixed. Each estimate comes
@@ -130,8 +134,9 @@ def loss_decomposition(seed: int = 0) -> dict[str, float]:
 
 
 def per_frame_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor) -> dict[str, Any]:
-    """KL of a sequence with factorised q and p is the sum of the per-frame KLs: for ``mu_q``/``logvar_q``
-    ``[T, B, Z]``, one KL over the joint (T·Z)-dimensional Gaussian against Σ_t ``kl_gaussian`` per frame."""
+    """KL of a sequence with factorised q and p is the sum of the per-frame KLs: for ``mu_q``/
+    ``logvar_q`` ``[T, B, Z]``, one KL over the joint (T·Z)-dimensional Gaussian against Σ_t
+    ``kl_gaussian`` per frame."""
     T, B, Z = mu_q.shape
     joint = kl_gaussian(mu_q.permute(1, 0, 2).reshape(B, T * Z), logvar_q.permute(1, 0, 2).reshape(B, T * Z))
     summed = sum(kl_gaussian(mu_q[t], logvar_q[t]) for t in range(T))

@@ -12,6 +12,7 @@ Baselines in the same table: copy-last-frame, and the same model with the condit
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 from skimage.metrics import structural_similarity
 from torch.utils.data import DataLoader, Dataset
 
+from lab5.io import write_atomic
 from lab5.models.cvae import CVAE
 from lab5.progress import progress_bar
 
@@ -90,18 +92,50 @@ class ShuffledConditions(Dataset):
         return self.dataset[i][0], self.dataset[int(self.source[i])][1]
 
 
+def copy_last(x: torch.Tensor, n_past: int, n_future: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copy-last-frame baseline of ``x [B,T,3,H,W]``: (the last conditioning frame repeated,
+    the true frames it stands for), each ``[B, n_future, 3, H, W]``."""
+    truth = x[:, n_past:n_past + n_future]
+    return x[:, n_past - 1:n_past].expand_as(truth), truth
+
+
+def stack_frames(dataset: Dataset, n_frames: int, max_sequences: int = 0) -> torch.Tensor:
+    """The first ``n_frames`` frames of the first ``max_sequences`` (0: all) sequences, ``[N,T,3,H,W]``."""
+    n = min(max_sequences or len(dataset), len(dataset))
+    return torch.stack([dataset[i][0][:n_frames] for i in range(n)])
+
+
 def copy_last_psnr(dataset: Dataset, n_past: int, n_future: int, max_sequences: int = 0) -> float:
-    """PSNR of repeating the last conditioning frame, over the first ``max_sequences`` (0: all)
-    sequences of ``dataset``: the baseline a prediction has to beat."""
-    n = len(dataset) if not max_sequences else min(max_sequences, len(dataset))
-    x = torch.stack([dataset[i][0][:n_past + n_future] for i in range(n)])
-    truth = x[:, n_past:]
-    return float(psnr_per_frame(x[:, n_past - 1:n_past].expand_as(truth), truth).mean())
+    """PSNR of repeating the last conditioning frame: the baseline a prediction has to beat."""
+    return float(psnr_per_frame(*copy_last(stack_frames(dataset, n_past + n_future, max_sequences),
+                                           n_past, n_future)).mean())
 
 
-def _summary(values: np.ndarray) -> dict[str, Any]:
+def summary(values: np.ndarray) -> dict[str, Any]:
     """Mean and per-frame curve of a ``[sequences, frames]`` array."""
     return {"mean": float(values.mean()), "per_frame": [float(v) for v in values.mean(0)]}
+
+
+def spread(values: np.ndarray) -> dict[str, float]:
+    """Mean, best and worst sample of ``[sequences, samples]``, each averaged over sequences."""
+    return {"mean": float(values.mean()), "best": float(values.max(1).mean()), "worst": float(values.min(1).mean())}
+
+
+@torch.no_grad()
+def sample_metrics(model: CVAE, dataset: Dataset, n_past: int, n_future: int, samples: int, seed: int,
+                   device: str | torch.device, batch_size: int = 32, with_ssim: bool = True, tag: str = "generate",
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """PSNR and SSIM ``[sequences, samples, frames]`` of ``samples`` predictions per sequence."""
+    T = n_past + n_future
+    gen = torch.Generator(device=device).manual_seed(seed)
+    psnr, ssim = [], []
+    for x, c in progress_bar(DataLoader(dataset, batch_size=batch_size), desc=tag, disable=not progress, leave=False):
+        x, c = x[:, :T].to(device), c[:, :T].to(device)
+        preds = [generate(model, x, c, n_past, n_future, gen) for _ in range(samples)]
+        psnr.append(np.stack([psnr_per_frame(p, x[:, n_past:T]).cpu().numpy() for p in preds], 1))
+        if with_ssim:
+            ssim.append(np.stack([ssim_per_frame(p, x[:, n_past:T]) for p in preds], 1))
+    return np.concatenate(psnr), (np.concatenate(ssim) if with_ssim else None)
 
 
 @torch.no_grad()
@@ -113,30 +147,10 @@ def evaluate_model(model: CVAE, dataset: Dataset, n_past: int, n_future: int, sa
     if max_sequences:
         dataset = torch.utils.data.Subset(dataset, range(min(max_sequences, len(dataset))))
     model.eval()
-    T = n_past + n_future
-
-    def run(ds: Dataset, n_samples: int, tag: str, want_ssim: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        gen = torch.Generator(device=device).manual_seed(seed)
-        psnr, ssim = [], []
-        for x, c in progress_bar(DataLoader(ds, batch_size=batch_size), desc=tag, disable=not progress, leave=False):
-            x, c = x[:, :T].to(device), c[:, :T].to(device)
-            truth = x[:, n_past:T]
-            p_s, s_s = [], []
-            for _ in range(n_samples):
-                pred = generate(model, x, c, n_past, n_future, gen)
-                p_s.append(psnr_per_frame(pred, truth).cpu().numpy())
-                if want_ssim:
-                    s_s.append(ssim_per_frame(pred, truth))
-            psnr.append(np.stack(p_s, 1))
-            if want_ssim:
-                ssim.append(np.stack(s_s, 1))
-        return np.concatenate(psnr), (np.concatenate(ssim) if want_ssim else None)
-
-    psnr, ssim = run(dataset, samples, "generate", with_ssim)  # [sequences, samples, frames]
-    truth = torch.stack([dataset[i][0][n_past:T] for i in range(len(dataset))])
-    last = torch.stack([dataset[i][0][n_past - 1] for i in range(len(dataset))])
-    copy_pred = last[:, None].expand_as(truth)
-    copy_psnr = _summary(psnr_per_frame(copy_pred, truth).numpy())
+    run = dict(n_past=n_past, n_future=n_future, seed=seed, device=device, batch_size=batch_size, progress=progress)
+    psnr, ssim = sample_metrics(model, dataset, samples=samples, with_ssim=with_ssim, **run)
+    copy_pred, truth = copy_last(stack_frames(dataset, n_past + n_future), n_past, n_future)
+    copy_psnr = summary(psnr_per_frame(copy_pred, truth).numpy())
     results: dict[str, Any] = {
         "protocol": {
             "split": split, "sequences": len(dataset), "n_past": n_past, "n_future": n_future,
@@ -144,28 +158,22 @@ def evaluate_model(model: CVAE, dataset: Dataset, n_past: int, n_future: int, sa
             "psnr": "10*log10(1/MSE) per frame, pixels in [0,1], mean over predicted frames and sequences",
             "seed": seed,
         },
-        "psnr": _summary(psnr.mean(1)),
+        "psnr": summary(psnr.mean(1)),
         "copy_last": {"psnr": copy_psnr["mean"], "psnr_per_frame": copy_psnr["per_frame"]},
     }
     if with_ssim:
         copy_ssim = ssim_per_frame(copy_pred, truth)
-        results["ssim"] = _summary(ssim.mean(1))
-        results["copy_last"]["ssim"] = float(copy_ssim.mean())
-        results["copy_last"]["ssim_per_frame"] = _summary(copy_ssim)["per_frame"]
+        results["ssim"] = summary(ssim.mean(1))
+        results["copy_last"].update(ssim=float(copy_ssim.mean()), ssim_per_frame=summary(copy_ssim)["per_frame"])
     if with_shuffled and len(dataset) >= 2:
-        shuffled, _ = run(ShuffledConditions(dataset, seed), 1, "shuffled", False)
-        results["shuffled_actions"] = {"psnr": float(shuffled.mean()),
-                                       "what": "same model, conditions (actions and end-effector "
-                                               "positions) of another sequence"}
-    if samples > 1:
-        seq_psnr = psnr.mean(2)  # [N, S]: each sample's PSNR averaged over frames
-        results["best_of_n"] = {"n": samples, "psnr": {
-            "mean": float(seq_psnr.mean()), "best": float(seq_psnr.max(1).mean()),
-            "worst": float(seq_psnr.min(1).mean())}}
+        shuffled, _ = sample_metrics(model, ShuffledConditions(dataset, seed), samples=1, with_ssim=False,
+                                     tag="shuffled", **run)
+        results["shuffled_actions"] = {"psnr": float(shuffled.mean()), "what": "same model, conditions (actions "
+                                       "and end-effector positions) of another sequence"}
+    if samples > 1:  # each sample's PSNR (SSIM) averaged over frames
+        results["best_of_n"] = {"n": samples, "psnr": spread(psnr.mean(2))}
         if with_ssim:
-            seq_ssim = ssim.mean(2)
-            results["best_of_n"]["ssim"] = {"mean": float(seq_ssim.mean()), "best": float(seq_ssim.max(1).mean()),
-                                            "worst": float(seq_ssim.min(1).mean())}
+            results["best_of_n"]["ssim"] = spread(ssim.mean(2))
     return results
 
 
@@ -216,7 +224,5 @@ def read_results(results: dict[str, Any]) -> str:
 
 
 def save_json(results: dict[str, Any], path: str | Path) -> None:
-    import json
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(results, indent=2) + "\n")
+    write_atomic(path, json.dumps(results, indent=2) + "\n")

@@ -1,11 +1,6 @@
-"""Looking at the data and the model: the helpers behind notebooks 02 and 03.
-
-Data (02): a dataset's splits at a glance, the conditions (actions and end-effector
-positions) as a long table for seaborn, copy-last-frame PSNR by horizon, the real BAIR
-sample beside the simulator, and evidence that frames depend on actions (a simulated
-scene replayed with another scene's actions). Model (03): each module's input and output
-shapes and parameter counts.
-"""
+"""Looking at the data and the model: the helpers behind notebooks 02 (splits, conditions as a
+long table for seaborn, copy-last PSNR by horizon, real BAIR beside the simulator, action
+dependence) and 03 (each module's shapes and parameter counts, reference vs exact step)."""
 
 from __future__ import annotations
 
@@ -27,15 +22,14 @@ ACTION_COLUMNS = ("dx", "dy", "closure", "height")
 POSITION_COLUMNS = ("ee_x", "ee_y", "ee_z")
 
 
-# --- data -----------------------------------------------------------------------------------
-
 def describe_data(root: str | Path) -> list[str]:
     """One line per split present: sequences, frames, image size and condition widths."""
     lines = []
     for split in present_splits(Path(root), "no train/validate/test split folders"):
         ds = BairDataset(root, split, n_frames=None, validate=False)
-        lines.append(f"{split:<9} {len(ds):5d} sequences x {ds.seq_len} frames, {ds.image_size}x{ds.image_size} "
-                     f"RGB, actions {ds.action_dim}, end-effector {ds.position_dim} (condition width {ds.cond_dim})")
+        lines.append(f"{split:<9} {len(ds):5d} sequences x {ds.seq_len} frames, {ds.image_size}x"
+                     f"{ds.image_size} RGB, actions {ds.action_dim}, end-effector {ds.position_dim} "
+                     f"(condition width {ds.cond_dim})")
     return lines
 
 
@@ -46,11 +40,8 @@ def load_frames(root: str | Path, split: str, count: int, n_frames: int | None =
 
 
 def conditions_table(root: str | Path, split: str = "train", limit: int = 256):
-    """Actions and end-effector positions of up to ``limit`` sequences as a long pandas table.
-
-    Columns: ``sequence, t, dx, dy, closure, height, ee_x, ee_y, ee_z`` (read from the CSVs,
-    no frames decoded). Extra action/position columns beyond BAIR's 4 + 3 are dropped.
-    """
+    """Actions and end-effector positions of up to ``limit`` sequences (CSVs only) as a long table:
+    ``sequence, t, dx, dy, closure, height, ee_x, ee_y, ee_z`` (columns beyond BAIR's 4 + 3 dropped)."""
     rows = []
     for k, seq in enumerate(find_sequences(root, split)[:limit]):
         n = count_frames(seq)
@@ -69,11 +60,8 @@ def summary_table(table):
 
 
 def copy_last_by_horizon(frames: torch.Tensor, ref: int = 1) -> np.ndarray:
-    """Mean PSNR of copying frame ``ref`` forward, for every later frame: ``[T - ref - 1]``.
-
-    ``frames`` ``[N, T, 3, H, W]``. Entry k is frame ``ref + 1 + k``; the lab protocol's
-    baseline is the mean of the first 10 entries (frames 2..11 from frame 1).
-    """
+    """Mean PSNR of copying frame ``ref`` of ``frames [N, T, 3, H, W]`` forward: entry k is frame
+    ``ref + 1 + k``; the lab's baseline is the mean of the first 10 (frames 2..11 from frame 1)."""
     later = frames[:, ref + 1:]
     return psnr_per_frame(frames[:, ref:ref + 1].expand_as(later), later).mean(0).numpy()
 
@@ -98,14 +86,10 @@ def real_and_simulated(real_root: Path, sim_root: str | Path,
 
 
 def action_dependence(n: int = 8, seed: int = 0, n_frames: int = 12) -> dict[str, Any]:
-    """Do frames depend on actions? Replay simulated scenes with other scenes' actions.
-
-    For ``n`` test scenes of the embedded set (dataset ``seed``): simulate with the scene's
-    own policy actions, replay those actions (must reproduce the frames exactly), then
-    replay the same initial scene with the actions of the next scene (a cyclic shuffle).
-    Returns the PSNR between the original and the shuffled-action rollout over frames
-    2..T−1, next to copy-last-frame PSNR on the same frames for scale, and one example pair.
-    """
+    """Do frames depend on actions? For ``n`` test scenes of the embedded set (dataset ``seed``):
+    replay each scene's own actions (must reproduce it exactly), then the next scene's actions.
+    Returns the PSNR between original and shuffled-action rollouts over frames 2..T−1, beside
+    copy-last-frame PSNR on the same frames for scale, and one example pair."""
     seeds = [sequence_seed(seed, "test", i) for i in range(n)]
     runs = [simulate_sequence(s, n_frames) for s in seeds]
     replay_same = all(np.array_equal(simulate_sequence(s, n_frames, actions=a)[0], f)
@@ -134,11 +118,8 @@ def count_parameters(module: torch.nn.Module | None) -> int:
 
 @torch.no_grad()
 def module_table(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor):
-    """Each module of a CVAE with one example input and output shape and its parameter count.
-
-    ``x`` ``[B, T, 3, H, W]`` and ``c`` ``[B, T, C]`` (batch-major, as the dataset gives).
-    The model is put in eval mode for the pass (BatchNorm running statistics untouched).
-    """
+    """Each module of a CVAE with one example input and output shape and its parameter count, for
+    batch-major ``x [B, T, 3, H, W]`` and ``c [B, T, C]``; run in eval mode (BatchNorm untouched)."""
     was_training = model.training
     model.eval()
     B = x.shape[0]
@@ -162,7 +143,8 @@ def module_table(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor):
     rows.append(("predictor (LSTM)", f"[h, z, c] {_shape(inp)}", f"g {_shape(g)}",
                  count_parameters(model.predictor)))
     x_hat = model.decoder(g, skips)
-    rows.append(("decoder", f"g {_shape(g)} + skips", f"x_hat {_shape(x_hat)}", count_parameters(model.decoder)))
+    rows.append(("decoder", f"g {_shape(g)} + skips", f"x_hat {_shape(x_hat)}",
+                 count_parameters(model.decoder)))
     rows.append(("total", "", "", count_parameters(model)))
     model.train(was_training)
     return pd.DataFrame(rows, columns=["module", "input", "output", "parameters"]).set_index("module")
@@ -170,12 +152,8 @@ def module_table(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor):
 
 def compare_steps(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, beta: float, n_past: int,
                   seed: int = 0) -> dict[str, Any]:
-    """``reference_step`` against ``exact_step`` on the same batch and noise: loss and gradients.
-
-    ``x``/``c`` batch-major. Both steps run from the same weights (train mode, so BatchNorm
-    uses batch statistics as in training) and the same posterior noise; the running
-    statistics are restored afterwards.
-    """
+    """``reference_step`` against ``exact_step`` on the same batch-major ``x``/``c``, weights and
+    noise (train mode, as in training): loss and gradients; BatchNorm statistics are restored."""
     xt, ct = x.transpose(0, 1), c.transpose(0, 1)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     out: dict[str, Any] = {}
@@ -197,7 +175,8 @@ def compare_steps(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, beta
                     "losses equal (rel. 1e-5)": abs(ref[0] - ex[0]) <= 1e-5 * max(1.0, abs(ref[0])),
                     # Relative to the largest gradient: conv biases ahead of BatchNorm have ~0
                     # gradient, so elementwise relative checks would only compare rounding noise.
-                    "gradients equal (rel. 1e-4)": bool((ref[3] - ex[3]).abs().max() <= 1e-4 * ref[3].abs().max()),
+                    "gradients equal (rel. 1e-4)":
+                        bool((ref[3] - ex[3]).abs().max() <= 1e-4 * ref[3].abs().max()),
                     "parameters with a gradient": int(ref[3].numel())}
     model.load_state_dict(state)
     model.zero_grad(set_to_none=True)

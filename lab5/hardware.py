@@ -82,15 +82,17 @@ class Precision:
         """``bf16 auto -> off (bf16 emulated on this CPU: ...), channels_last auto -> off``."""
         def one(name: str, setting: Any, value: bool, why: str = "") -> str:
             shown = "on" if value else "off"
-            return f"{name} auto -> {shown}{f' ({why})' if why else ''}" if setting == AUTO else f"{name} {shown}"
+            if setting != AUTO:
+                return f"{name} {shown}"
+            return f"{name} auto -> {shown}" + (f" ({why})" if why else "")
         return (f"{one('bf16', self.bf16_setting, self.bf16, self.reason)}, "
                 f"{one('channels_last', self.channels_last_setting, self.channels_last)}")
 
     def warning(self) -> str | None:
         """One line when bf16 was asked for explicitly where it is emulated; else None."""
         if self.bf16 and self.bf16_setting is True and not self.native_bf16:
-            return (f"warning: bf16=true on a {self.device.upper()} without native bfloat16 "
-                    f"({self.reason}): training will be slower than in float32 (bf16=auto picks float32 here)")
+            return (f"warning: bf16=true on a {self.device.upper()} without native bfloat16 ({self.reason}): "
+                    "training will be slower than in float32 (bf16=auto picks float32 here)")
         return None
 
     def as_dict(self) -> dict[str, Any]:

@@ -37,7 +37,8 @@ class KLAnnealing:
 class TeacherForcing:
     """Teacher-forcing ratio per epoch (the report's Listing 2.7, starting from ``ratio``).
 
-    ``ratio`` until ``decay_start``, then ``max(ratio − decay_step·(epoch − decay_start), floor)``.
+    ``ratio`` until ``decay_start``, then ``max(ratio − decay_step·(epoch − decay_start), floor)``
+    (a ``floor`` above ``ratio`` counts as ``ratio``).
     The solver draws once per batch whether that batch is teacher-forced.
     """
 

@@ -176,10 +176,10 @@ class Solver:
                 f"{self.precision.describe()}, device {self.device}{threads}")
 
     # --- training -----------------------------------------------------------------------
-    def fit(self) -> list[dict[str, Any]]:
-        """Train until ``cfg.epochs``; return the history (one dict per epoch)."""
+    def fit(self, until: int | None = None) -> list[dict[str, Any]]:
+        """Train until epoch ``until`` (default ``cfg.epochs``); return the history (one dict per epoch)."""
         cfg = self.cfg
-        while self.epoch < cfg.epochs:
+        while self.epoch < (until or cfg.epochs):
             t0, beta, tf_ratio = time.perf_counter(), self.kl_schedule(self.epoch), self.tf_schedule(self.epoch)
             for x, c in self.batches():
                 # One teacher-forcing draw per batch, from a generator the checkpoint keeps.

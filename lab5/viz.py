@@ -38,8 +38,8 @@ def predict_samples(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, cf
                     samples: int = 1, seed: int = 0) -> torch.Tensor:
     """``[S, B, T, 3, H, W]``: each sample is the conditioning frames followed by predictions."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    return torch.stack([torch.cat([x[:, :cfg.n_past], generate(model, x, c, cfg.n_past, cfg.n_future, gen)], 1)
-                        for _ in range(samples)])
+    preds = [generate(model, x, c, cfg.n_past, cfg.n_future, gen) for _ in range(samples)]
+    return torch.stack([torch.cat([x[:, :cfg.n_past], pred], 1) for pred in preds])
 
 
 def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cfg: Config,
@@ -57,7 +57,7 @@ def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cf
     columns = ["ground truth"] + [f"sample {s + 1}" for s in range(samples)]
     frames = []
     for t in range(cfg.n_frames):
-        rows = [np.concatenate([truth[b, t]] + [pred[s, b, t] for s in range(samples)], 1) for b in range(len(idx))]
+        rows = [np.concatenate([truth[b, t], *pred[:, b, t]], 1) for b in range(len(idx))]
         grid = Image.fromarray(np.concatenate(rows, 0))
         grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
         kind = "conditioning frame (given)" if t < cfg.n_past else "predicted frame (red border)"
@@ -83,7 +83,6 @@ def _caption_frame(grid: Image.Image, columns: list[str], footer: str, band: int
 def _figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3.2), **kw):
     """A constrained-layout Figure and its ``[nrows, ncols]`` axes; ``size`` is per panel."""
     from matplotlib.figure import Figure  # heavy: kept off the import path of ``lab5 generate``
-
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
@@ -138,14 +137,16 @@ def plot_history(history: list[dict], title: str = "", copy_last: float | None =
     return fig
 
 
-def plot_schedules(panels: dict[str, dict[str, Callable[[int], float]]], epochs: int | dict[str, int]) -> Figure:
+def plot_schedules(panels: dict[str, dict[str, Callable[[int], float]]],
+                   epochs: int | dict[str, int]) -> Figure:
     """One panel per schedule family, ``{"KL annealing β": {"monotonic": KLAnnealing(...), ...}}``: each
     schedule, a callable of the epoch, is drawn as steps over ``epochs`` (one int, or one per panel title)."""
     fig, axes = _figure(len(panels), size=(5.0, 3.0))
     for ax, (title, curves) in zip(axes[0], panels.items()):
         n = epochs[title] if isinstance(epochs, dict) else epochs
         for label, schedule in curves.items():
-            ax.stairs([schedule(e) for e in range(n)], range(n + 1), baseline=None, label=label, linewidth=1.5)
+            ax.stairs([schedule(e) for e in range(n)], range(n + 1), baseline=None, label=label,
+                      linewidth=1.5)
         ax.set(xlabel="epoch", title=title, ylim=(-0.05, 1.08))
         ax.legend(fontsize=8)
     return fig
@@ -213,9 +214,11 @@ def plot_eval_curves(results: dict) -> Figure:
     metrics = [("psnr", "PSNR (dB)", "PSNR")] + ([("ssim", "SSIM", "SSIM")] if "ssim" in results else [])
     fig, axes = _figure(len(metrics), size=(4.8, 3.2))
     for ax, (key, ylabel, name) in zip(axes[0], metrics):
-        plot_per_frame({"CVAE": results[key]["per_frame"], "copy last frame": results["copy_last"][f"{key}_per_frame"]},
-                       p["n_past"], ylabel, f"{name} per predicted frame", ax=ax)
-    fig.suptitle(f"{p['split']} split, {p['sequences']} sequences, {p['samples']} sample(s) each", fontsize=10)
+        copy_last = results["copy_last"][f"{key}_per_frame"]
+        plot_per_frame({"CVAE": results[key]["per_frame"], "copy last frame": copy_last}, p["n_past"], ylabel,
+                       f"{name} per predicted frame", ax=ax)
+    fig.suptitle(f"{p['split']} split, {p['sequences']} sequences, {p['samples']} sample(s) each",
+                 fontsize=10)
     return fig
 
 
@@ -223,7 +226,6 @@ def plot_conditions(df) -> Figure:
     """Action and end-effector statistics (seaborn) from a long table with columns
     ``sequence, t, dx, dy, closure, height, ee_x, ee_y, ee_z`` (see ``lab5.explore.conditions_table``)."""
     import seaborn as sns  # heavy (imports pandas): only this figure needs it
-
     fig, axes = _figure(4, size=(3.6, 3.0))
     moves = df.melt(value_vars=["dx", "dy"], var_name="action", value_name="metres per held pair")
     sns.histplot(moves, x="metres per held pair", hue="action", bins=40, element="step", ax=axes[0, 0])
@@ -247,19 +249,16 @@ def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samp
     import ipywidgets as widgets  # optional (the dev extra): only the notebooks' player needs it
 
     rows, labels = strip_rows(truth, samples, n_past, n_samples)
-    T = rows[0].shape[0]
-    shown = torch.from_numpy(np.stack(rows)).float() / 255  # [rows, T, H, W, 3], as displayed
+    strips = np.stack(rows)                                    # [rows, T, H, W, 3]
+    shown = torch.from_numpy(strips).float() / 255             # as displayed, before the borders
     psnr = psnr_per_frame(shown[1:], shown[:1].expand_as(shown[1:])).tolist()  # [samples][T]
     names = ["ground truth"] + [label.split("\n")[0] for label in labels[1:]]  # no sequence dB
+    _red_border(strips[1:, n_past:])
+    strips = np.pad(strips, [(0, 0)] * 3 + [(0, 4), (0, 0)], constant_values=255)  # 4-pixel white gaps
+    T = strips.shape[1]
 
     def png(t: int) -> bytes:
-        panels = []
-        for k, row in enumerate(rows):
-            frame = row[t].copy()
-            if k > 0 and t >= n_past:
-                _red_border(frame)
-            panels += [frame, np.full((frame.shape[0], 4, 3), 255, np.uint8)]  # 4-pixel white gap
-        img = Image.fromarray(np.concatenate(panels[:-1], 1))
+        img = Image.fromarray(np.concatenate(strips[:, t], 1)[:, :-4])
         buf = io.BytesIO()
         img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
         return buf.getvalue()

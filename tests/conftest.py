@@ -39,7 +39,7 @@ def real_root(bair_real: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def make_root(tmp_path: Path) -> Callable[..., Path]:
     """Factory writing random lab-layout sequences: ``make_root({"train": 3}, n_frames=8)``."""
-    from lab5.data.dataset import write_sequence
+    from lab5.data.layout import write_sequence
 
     def make(
         splits: dict[str, int] | None = None,
@@ -100,7 +100,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Shared by the whole session: READ ONLY (copy it to tmp_path before corrupting it).
     """
-    from lab5.data.synthetic import make_synthetic
+    from lab5.sim import make_synthetic
 
     root = tmp_path_factory.mktemp("tiny") / "data"
     make_synthetic(root, train=8, validate=4, test=4, seed=0, workers=1, progress=False)
@@ -114,7 +114,7 @@ def smoke_run(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     Shared by the whole session: READ ONLY (copy it before resuming or damaging it).
     """
     from lab5.config import get_preset
-    from lab5.solver import Solver
+    from lab5.train import Solver
 
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     Solver(get_preset("smoke").replace(threads=1), tiny_root, run_dir, progress=False).fit()

@@ -80,10 +80,10 @@ def test_fast_quality_rejects_bad_seeds():
 
 def test_step_variants_runs_each_variant_in_its_own_process():
     proc = _run("step_variants.py", "--preset", "smoke", "--iters", "1", "--batch-size", "2",
-                "--variants", "batched,per-frame-noalloc,batched-cl-bf16")
+                "--variants", "batched,batched-noalloc,batched-cl-bf16")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split() for line in proc.stdout.splitlines()[1:]]
-    assert [r[0] for r in rows] == ["batched", "per-frame-noalloc", "batched-cl-bf16"]
+    assert [r[0] for r in rows] == ["batched", "batched-noalloc", "batched-cl-bf16"]
     assert all(float(r[1]) > 0 and r[2] == "seq/s" for r in rows)
     bad = _run("step_variants.py", "--preset", "smoke", "--step", "fast", "--variants", "per-frame")
     assert bad.returncode != 0 and "per-frame" in bad.stderr

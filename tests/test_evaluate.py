@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab5.checkpoint import load_model
+from lab5.rundir import load_model
 from lab5.data.dataset import BairDataset
 from lab5.evaluate import (ShuffledConditions, evaluate_model, format_table, generate, psnr_per_frame,
                            ssim_per_frame)

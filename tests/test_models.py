@@ -12,7 +12,6 @@ from lab5.models.cvae import CVAE, count_parameters
 from lab5.models.encoders import (DcganDecoder, DcganEncoder, VggDecoder, VggEncoder,
                                   build_encoder_decoder)
 from lab5.models.lstm import GaussianLstm, Lstm
-from lab5.steps import train_forward
 
 COND = 7  # 4 action columns + 3 end-effector position columns, as in BAIR
 
@@ -117,7 +116,7 @@ def test_hidden_state_is_per_batch() -> None:
     for B in (3, 5):
         x, c = torch.rand(B, cfg.n_frames, 3, 64, 64), torch.randn(B, cfg.n_frames, COND)
         model.train()
-        out = train_forward(model, x, c, beta=1.0, teacher_forcing=False, cfg=cfg)
+        out = model(x, c, beta=1.0, teacher_forcing=False)
         out.loss.backward()
         assert torch.isfinite(out.loss)
         model.eval()

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab5.checkpoint import (CheckpointError, check_compatible, load_checkpoint, load_model,
-                             save_checkpoint)
+from lab5.rundir import (CheckpointError, RunDirError, check_compatible, load_checkpoint, load_model,
+                         read_history, save_checkpoint)
 from lab5.cli import main as lab5_main
 from lab5.config import ConfigError, get_preset
-from lab5.data.dataset import DatasetError
-from lab5.solver import RunDirError, Solver, TrainingError, read_history
+from lab5.data.layout import DatasetError
+from lab5.train import Solver, TrainingError
 
 SMOKE = ["train", "--preset", "smoke", "--no-progress"]
 
@@ -51,8 +51,8 @@ def test_save_checkpoint_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = tmp_path / "last.pt"
     save_checkpoint({"format": 1, "x": torch.ones(3)}, path)
 
-    def torn_save(obj, fh):  # a kill in the middle of writing: some bytes, then nothing
-        fh.write(b"PK\x03\x04 half a zip")
+    def torn_save(obj, f):  # a kill in the middle of writing: some bytes, then nothing
+        Path(f).write_bytes(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", torn_save)
@@ -60,6 +60,7 @@ def test_save_checkpoint_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         save_checkpoint({"format": 1, "x": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["x"], torch.ones(3))  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # and no temporary file left behind
 
 
 def test_load_refuses_arbitrary_pickles(tmp_path: Path) -> None:
@@ -174,11 +175,11 @@ def test_nonfinite_before_any_checkpoint(tiny_root: Path, tmp_path: Path) -> Non
 def test_nonfinite_gradient_and_event_kept_on_resume(tiny_root: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     solver = Solver(_cfg(epochs=2, iters_per_epoch=3), tiny_root, run, progress=False)
-    solver.train_epoch()  # one good epoch: last.pt at (1, 0)
+    solver.fit(until=1)  # one good epoch: last.pt at (1, 0)
     weight = solver.model.decoder.upc5[0].weight
     handle = weight.register_hook(lambda g: g * math.inf)
     with pytest.raises(TrainingError, match="non-finite gradient norm at epoch 2, iteration 1"):
-        solver.train_epoch()
+        solver.fit()
     handle.remove()
     rows = read_history(run)
     assert len(rows) == 2 and rows[1]["event"] == "nonfinite" and rows[1]["what"] == "gradient norm"

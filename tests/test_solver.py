@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab5.checkpoint import load_model, save_checkpoint
+from lab5.rundir import load_model, read_history, save_checkpoint
 from lab5.config import get_preset
 from lab5.data.dataset import BairDataset
 from lab5.evaluate import generate
 from lab5.models.cvae import CVAE
 from lab5.schedules import KLAnnealing, TeacherForcing
-from lab5.solver import Solver, epoch_batches, read_history
-from lab5.steps import train_forward
+from lab5.train import Solver, epoch_batches
 
 
 def _cfg(**kw):
@@ -88,7 +87,7 @@ def test_loss_falls_when_overfitting_one_batch(tiny_root: Path) -> None:
     losses = []
     for _ in range(50):
         opt.zero_grad()
-        out = train_forward(model, x, c, beta=1e-4, teacher_forcing=True, cfg=cfg)
+        out = model(x, c, beta=1e-4, teacher_forcing=True)
         out.loss.backward()
         opt.step()
         losses.append(out.loss.item())

@@ -3,22 +3,17 @@ fast and bf16 train-mode sanity, and the per-frame BatchNorm they rely on."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 from torch import nn
 
 from lab5.config import get_preset
 from lab5.models.cvae import CVAE
-from lab5.models.encoders import FrameBatchNorm2d, per_frame_batchnorm
+from lab5.models.encoders import FrameBatchNorm2d, build_encoder_decoder, per_frame_batchnorm
 from lab5 import steps
-from lab5.steps import STEPS, exact_step, train_forward
+from lab5.steps import STEPS, autocast, channels_last
 
 COND = 7
-# exact_step batches over time; its frame-by-frame form is the same maths, and both must
-# equal the reference.
-PATHS = {**STEPS, "exact-per-frame": functools.partial(exact_step, batched=False)}
 
 # How far float32 gradients of two orderings of the same maths may drift apart, as
 # ||g - g_ref|| / ||g_ref|| (``_grad_error``). Float64 tests below hold the maths to 1e-5 per
@@ -48,7 +43,7 @@ def _run(cfg, step: str, teacher_forcing: bool, batch: int = 3, train: bool = Tr
     model = CVAE(cfg, COND).to(dtype).train(train)
     x, c = _data(cfg, batch, dtype)
     torch.manual_seed(0)  # the posterior / learned prior noise
-    out = PATHS[step](model, x, c, 0.7, teacher_forcing, cfg.n_past)
+    out = STEPS[step](model, x, c, 0.7, teacher_forcing, cfg.n_past)
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, grads, model
@@ -75,7 +70,7 @@ SMOKE_CASES = [  # (prior, last_frame_skip)
 ]
 
 
-@pytest.mark.parametrize("exact", ["exact", "exact-per-frame"])
+@pytest.mark.parametrize("exact", ["exact"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 @pytest.mark.parametrize("prior,last_frame_skip", SMOKE_CASES)
 def test_exact_matches_reference_smoke(prior, last_frame_skip, teacher_forcing, exact):
@@ -87,7 +82,7 @@ def test_exact_matches_reference_smoke(prior, last_frame_skip, teacher_forcing, 
     assert _grad_error(g_ref, g_ex) < F32_GRAD_BOUND
 
 
-@pytest.mark.parametrize("exact", ["exact", "exact-per-frame"])
+@pytest.mark.parametrize("exact", ["exact"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
 def test_exact_matches_reference_per_parameter_float64(teacher_forcing, exact):
     # In float64 rounding noise vanishes, so every parameter's gradient must agree on its
@@ -116,8 +111,7 @@ def test_deterministic_model_exact_matches_reference():
 VGG_SMALL = dict(n_future=2, prior="learned", rnn_size=32, g_dim=32, z_dim=8)
 
 
-@pytest.mark.parametrize("exact,teacher_forcing", [("exact", True), ("exact", False),
-                                                   ("exact-per-frame", True)])
+@pytest.mark.parametrize("exact,teacher_forcing", [("exact", True), ("exact", False)])
 def test_exact_matches_reference_vgg64(exact, teacher_forcing):
     # The lab's architecture at a small size: 2 sequences of 2 + 2 frames (~5 s a side).
     cfg = get_preset("lab").replace(**VGG_SMALL)
@@ -134,7 +128,7 @@ def test_float32_bound_catches_a_lost_term(arch, monkeypatch):
     cfg = (get_preset("smoke").replace(prior="learned") if arch == "smoke"
            else get_preset("lab").replace(**VGG_SMALL))
     ref, g_ref, _ = _run(cfg, "reference", True, batch=2)
-    frame_mse, kl = steps.frame_mse, steps._kl
+    frame_mse, kl = steps.frame_mse, steps.kl_term
 
     def without_last_frame(pred, target):  # per frame [B,3,H,W] or all frames [B,T-1,3,H,W]
         if pred.dim() == 5:
@@ -142,12 +136,12 @@ def test_float32_bound_catches_a_lost_term(arch, monkeypatch):
         return frame_mse(pred, target) * (0 if torch.equal(target, last_target) else 1)
 
     last_target = _data(cfg, 2)[0][-1]
-    for path in ("exact", "exact-per-frame"):
+    for path in ("exact",):
         with monkeypatch.context() as m:
             m.setattr(steps, "frame_mse", without_last_frame)
             _, g_lost_frame, _ = _run(cfg, path, True, batch=2)
         with monkeypatch.context() as m:
-            m.setattr(steps, "_kl", lambda *a: 0 * kl(*a))  # KL dropped, graph (and grad keys) kept
+            m.setattr(steps, "kl_term", lambda *a: 0 * kl(*a))  # KL dropped, graph (and grad keys) kept
             _, g_lost_kl, _ = _run(cfg, path, True, batch=2)
         assert _grad_error(g_ref, g_lost_frame) > F32_GRAD_BOUND, path
         assert _grad_error(g_ref, g_lost_kl) > F32_GRAD_BOUND, path
@@ -188,14 +182,15 @@ def test_bf16_channels_last_path_runs(step):
     torch.manual_seed(1)
     model = CVAE(cfg, COND).to(memory_format=torch.channels_last)
     x, c = _data(cfg, 3)
-    x, c = x.transpose(0, 1), c.transpose(0, 1)  # train_forward takes batch-major data
+    x, c = channels_last(x.transpose(0, 1)), c.transpose(0, 1)  # the model takes batch-major data
     torch.manual_seed(0)
-    out = train_forward(model, x, c, 0.7, True, cfg)
+    with autocast(True, x.device):  # as the Solver runs it
+        out = model(x, c, 0.7, True)
     out.loss.backward()
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     assert all(p.dtype == torch.float32 and torch.isfinite(p.grad).all()
                for p in model.parameters() if p.grad is not None)
-    fp32 = train_forward(model, x, c, 0.7, True, cfg.replace(bf16=False, channels_last=False))
+    fp32 = model(x.contiguous(), c, 0.7, True)
     assert _rel(out.loss.detach(), fp32.loss.detach()) < 0.05
 
 
@@ -206,8 +201,7 @@ def test_channels_last_exact_matches_reference():
     model = CVAE(cfg, COND).to(memory_format=torch.channels_last)
     x, c = _data(cfg, 3)
     torch.manual_seed(0)
-    out = train_forward(model, x.transpose(0, 1), c.transpose(0, 1), 0.7, True,
-                        cfg.replace(step="exact", channels_last=True))
+    out = model(channels_last(x.transpose(0, 1)), c.transpose(0, 1), 0.7, True)
     out.loss.backward()
     g = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert _rel(out.loss, ref.loss) < F32_LOSS_BOUND and _grad_error(g_ref, g) < F32_GRAD_BOUND
@@ -277,9 +271,7 @@ def test_frame_batchnorm_is_a_plain_batchnorm():
 
 @pytest.mark.parametrize("arch", ["dcgan64", "vgg64"])
 @pytest.mark.parametrize("frames", [1, 4])
-def test_decode_shared_skips_equals_decoder(arch, frames):
-    from lab5.models.encoders import build_encoder_decoder
-    from lab5.steps import decode_shared_skips
+def test_decoder_with_shared_skips_equals_decoder(arch, frames):
 
     torch.manual_seed(0)
     enc, dec = build_encoder_decoder(arch, 16, 8)
@@ -290,7 +282,7 @@ def test_decode_shared_skips_equals_decoder(arch, frames):
     src = [min(i - 1, n_past - 1) for i in range(1, T)]  # the skip frame of each prediction
     with per_frame_batchnorm(dec, T - 1):
         full = dec(g, [s[:, src].flatten(0, 1) for s in skips])
-        shared = decode_shared_skips(dec, g, [s[:, :n_past] for s in skips], n_past)
+        shared = dec(g, [s[:, :n_past] for s in skips], skip_of=torch.tensor(src))
     torch.testing.assert_close(shared, full, rtol=1e-5, atol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""Tests of the embedded simulator (`lab5.data.synthetic`): layout, determinism,
+"""Tests of the embedded simulator (`lab5.sim`): layout, determinism,
 calibration of the copy-last baseline, action dependence and push-only motion."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lab5.data import synthetic as S
+from lab5 import sim as S
 
 # The one real BAIR sequence, kept beside the repository (see DESIGN.md: ../shared/data/).
 REAL_SEQ = Path(__file__).resolve().parents[2] / "shared/data/bair_real/test/traj_0_to_255.tfrecords/175"

@@ -17,27 +17,27 @@ import nbformat
 import pytest
 import torch
 
-from lab5 import workbook as wb
+from lab5 import runner, workbook as wb
 from lab5.config import ConfigError, get_preset
-from lab5.runs import home, load_or_train
-from lab5.solver import RunDirError
+from lab5.rundir import RunDirError, home, shipped_demo
+from lab5.train import load_or_train
 
 NOTEBOOKS_DIR = Path(__file__).parents[1] / "notebooks"
 
 
 def _ns(**params):
-    """A notebook-like namespace: the setup cell's names, then the given parameters."""
-    ns = {"In": [], "Out": {}, "torch": torch, "wb": wb, "device": torch.device("cpu"), "get_ipython": print}
-    baseline = dict(ns)
+    """A notebook-like namespace after the setup cell, with the given parameters bound."""
+    ns = {"In": [], "Out": {}, "torch": torch, "wb": wb, "get_ipython": print}
+    ns["device"] = wb.setup(ns)
     ns.update(params)
-    return ns, baseline
+    return ns
 
 
-# --- config_from_params ------------------------------------------------------------------------
+# --- params ----------------------------------------------------------------------------------
 
 def test_defaults_build_the_preset_and_the_run_dir():
-    ns, base = _ns(**wb.NOTEBOOKS["04_training"])
-    p = wb.config_from_params(ns, "04_training", baseline=base)
+    ns = _ns(**wb.NOTEBOOKS["04_training"])
+    p = wb.params(ns, "04_training")
     assert p.cfg == get_preset("demo")
     assert p.run_dir == home() / "runs" / "demo"
     assert p.data_root is None and p.interactive is True and p.overrides == {}
@@ -45,37 +45,37 @@ def test_defaults_build_the_preset_and_the_run_dir():
 
 
 def test_unknown_parameter_is_named():
-    ns, base = _ns(**wb.NOTEBOOKS["04_training"], bogus=1)
+    ns = _ns(**wb.NOTEBOOKS["04_training"], bogus=1)
     with pytest.raises(ConfigError, match="'bogus'.*04_training"):
-        wb.config_from_params(ns, "04_training", baseline=base)
+        wb.params(ns, "04_training")
 
 
 def test_parameter_of_another_notebook_is_unknown_here():
-    ns, base = _ns(**wb.NOTEBOOKS["04_training"], samples=5)   # a 05_evaluation parameter
+    ns = _ns(**wb.NOTEBOOKS["04_training"], samples=5)   # a 05_evaluation parameter
     with pytest.raises(ConfigError, match="'samples'"):
-        wb.config_from_params(ns, "04_training", baseline=base)
+        wb.params(ns, "04_training")
 
 
 @pytest.mark.parametrize("name,value", [("epochs", "ten"), ("epochs", 2.5), ("lr", "fast"),
                                         ("interactive", "maybe"), ("run_dir", 3), ("seed", True)])
 def test_ill_typed_parameter_is_named(name, value):
-    ns, base = _ns(**{**wb.NOTEBOOKS["04_training"], name: value})
+    ns = _ns(**{**wb.NOTEBOOKS["04_training"], name: value})
     with pytest.raises(ConfigError, match=f"'{name}'"):
-        wb.config_from_params(ns, "04_training", baseline=base)
+        wb.params(ns, "04_training")
 
 
 def test_unknown_preset_and_out_of_range_values():
-    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"], "preset": "nosuch"})
+    ns = _ns(**{**wb.NOTEBOOKS["05_evaluation"], "preset": "nosuch"})
     with pytest.raises(ConfigError, match="nosuch"):
-        wb.config_from_params(ns, "05_evaluation", baseline=base)
-    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"], "samples": 0})
+        wb.params(ns, "05_evaluation")
+    ns = _ns(**{**wb.NOTEBOOKS["05_evaluation"], "samples": 0})
     with pytest.raises(ConfigError, match="'samples'"):
-        wb.config_from_params(ns, "05_evaluation", baseline=base)
+        wb.params(ns, "05_evaluation")
 
 
 def test_config_fields_are_parameters_and_name_the_run():
-    ns, base = _ns(**{**wb.NOTEBOOKS["04_training"], "epochs": 2, "seed": None}, lr=1e-3, iters_per_epoch="5")
-    p = wb.config_from_params(ns, "04_training", baseline=base)
+    ns = _ns(**{**wb.NOTEBOOKS["04_training"], "epochs": 2, "seed": None}, lr=1e-3, iters_per_epoch="5")
+    p = wb.params(ns, "04_training")
     assert (p.cfg.epochs, p.cfg.lr, p.cfg.iters_per_epoch, p.cfg.seed) == (2, 1e-3, 5, get_preset("demo").seed)
     # epochs can be extended by resuming, so it does not name the run; lr does.
     assert p.name == "demo,iters_per_epoch=5,lr=0.001"
@@ -83,53 +83,53 @@ def test_config_fields_are_parameters_and_name_the_run():
 
 
 def test_a_user_data_root_names_the_run(tmp_path):
-    ns, base = _ns(**{**wb.NOTEBOOKS["04_training"], "data_root": str(tmp_path / "bair")})
-    p = wb.config_from_params(ns, "04_training", baseline=base)
+    ns = _ns(**{**wb.NOTEBOOKS["04_training"], "data_root": str(tmp_path / "bair")})
+    p = wb.params(ns, "04_training")
     assert p.data_root == tmp_path / "bair" and p.run_dir == home() / "runs" / "demo,data=bair"
 
 
 def test_rebinding_a_setup_name_counts_as_a_parameter():
-    ns, base = _ns(**wb.NOTEBOOKS["03_model_build"])
+    ns = _ns(**wb.NOTEBOOKS["03_model_build"])
     ns["device"] = "cpu"    # papermill -p device cpu rebinds the setup cell's torch.device
-    assert wb.config_from_params(ns, "03_model_build", baseline=base).overrides == {"device": "cpu"}
+    assert wb.params(ns, "03_model_build").overrides == {"device": "cpu"}
 
 
 def test_setup_fixes_the_parameter_window(capsys):
     ns = {"In": [], "Out": {}}
-    exec("from lab5 import workbook as wb\ndevice = wb.setup(seed=3)", ns)
+    exec("from lab5 import workbook as wb\ndevice = wb.setup(globals(), seed=3)", ns)
     assert "seed 3" in capsys.readouterr().out
     ns.update(wb.NOTEBOOKS["01_derivation"])
     ns["bogus"] = 1
     with pytest.raises(ConfigError, match="bogus"):
-        wb.config_from_params(ns, "01_derivation")
+        wb.params(ns, "01_derivation")
     del ns["bogus"]
-    first = wb.config_from_params(ns, "01_derivation")
+    first = wb.params(ns, "01_derivation")
     ns["results"] = {"psnr": 20.0}    # a later cell's variable: not a parameter on a re-run
-    assert wb.config_from_params(ns, "01_derivation").cfg == first.cfg
+    assert wb.params(ns, "01_derivation").cfg == first.cfg
 
 
 # --- command-line helpers ----------------------------------------------------------------------
 
 def test_grid_parsing_and_names():
-    grid = wb.parse_grid(["lr=0.001,0.002", "kl_mode=monotonic,cyclical", "bf16=False"])
+    grid = runner.parse_grid(["lr=0.001,0.002", "kl_mode=monotonic,cyclical", "bf16=False"])
     assert grid == {"lr": [0.001, 0.002], "kl_mode": ["monotonic", "cyclical"], "bf16": [False]}
-    points = wb.combinations(grid)
+    points = runner.combinations(grid)
     assert len(points) == 4
-    assert wb.combination_name(points[0]) == "bf16=False,kl_mode=monotonic,lr=0.001"
+    assert runner.combination_name(points[0]) == "bf16=False,kl_mode=monotonic,lr=0.001"
     with pytest.raises(ConfigError, match="key=v1,v2"):
-        wb.parse_grid(["lr"])
+        runner.parse_grid(["lr"])
 
 
 def test_parameters_are_routed_and_checked_before_running():
     values = {"preset": "demo", "samples": 5, "lr": 0.001}
-    assert wb.route_parameters("04_training", values) == {"lr": 0.001}       # preset: the default
-    assert wb.route_parameters("05_evaluation", values) == {"samples": 5, "lr": 0.001}
+    assert runner.route_parameters("04_training", values) == {"lr": 0.001}       # preset: the default
+    assert runner.route_parameters("05_evaluation", values) == {"samples": 5, "lr": 0.001}
     with pytest.raises(ConfigError, match="'bogus'"):
-        wb.check_parameters({"bogus": 1}, wb.NOTEBOOKS)
+        runner.check_parameters({"bogus": 1}, wb.NOTEBOOKS)
     with pytest.raises(ConfigError, match="'epochs'"):
-        wb.check_parameters({"epochs": "x"}, wb.NOTEBOOKS)
+        runner.check_parameters({"epochs": "x"}, wb.NOTEBOOKS)
     with pytest.raises(ConfigError, match="--inplace"):
-        wb.run_workbook({"epochs": 1}, inplace=True)
+        runner.run_workbook({"epochs": 1}, inplace=True)
 
 
 # --- the notebooks themselves ------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_notebook_shape(name):
               if c.cell_type == "code" and c.source.startswith("# Setup")}
     assert code[0].source.startswith("# Setup") and len(setups) == 1
     assert "parameters" in code[1].metadata.get("tags", [])
-    assert f'wb.config_from_params(globals(), "{name}")' in code[2].source
+    assert f'wb.params(globals(), "{name}")' in code[2].source
     declared = {k: v["default"] for k, v in pm.inspect_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb")).items()}
     assert {k: eval(v) for k, v in declared.items()} == wb.NOTEBOOKS[name]
     assert max(len(c.source.splitlines()) for c in nb.cells if c.cell_type == "code") <= 25
@@ -175,21 +175,20 @@ def test_committed_plots_are_images(name):
 
 
 def test_figure_names_carry_no_commas_or_equals_and_runtime_fields_name_no_run():
-    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, lr=1e-3, kl_mode="cyclical")
-    p = wb.config_from_params(ns, "05_evaluation", baseline=base)
+    ns = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, lr=1e-3, kl_mode="cyclical")
+    p = wb.params(ns, "05_evaluation")
     assert p.name == "demo,kl_mode=cyclical,lr=0.001" and p.stem == "demo_kl_mode-cyclical_lr-0.001"
-    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, bf16=False, channels_last=True, threads=1)
-    assert wb.config_from_params(ns, "05_evaluation", baseline=base).name == "demo"
+    ns = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, bf16=False, channels_last=True, threads=1)
+    assert wb.params(ns, "05_evaluation").name == "demo"
     for nb_name in ("04_training", "05_evaluation"):
         text = (NOTEBOOKS_DIR / f"{nb_name}.ipynb").read_text()
         assert "_{P.name}" not in text and "_{P.stem}" in text   # file names use the stem
 
 
 def test_05_with_a_runtime_override_evaluates_the_shipped_checkpoint(capsys):
-    from lab5.runs import shipped_demo
-
-    ns, base = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, bf16=False)
-    p = wb.config_from_params(ns, "05_evaluation", baseline=base)
+    ns = _ns(**{**wb.NOTEBOOKS["05_evaluation"]}, bf16=False)
+    p = wb.params(ns, "05_evaluation")
+    capsys.readouterr()  # the setup line
     _, _, src, _ = wb.evaluation_run(p)
     assert src == shipped_demo()
     assert capsys.readouterr().out.startswith("evaluating checkpoints/demo: demo preset")

@@ -31,6 +31,7 @@ import numpy as np
 
 from lab5.data.layout import (ACTIONS_CSV, FRAME_RE, POSITIONS_CSV, SPLITS, Agreement, DatasetError, PathLike,
                               find_sequences, present_splits)
+from lab5.io import check_writable, write_atomic
 from lab5.progress import progress_bar
 
 CACHE_DIRNAME = ".lab5_cache"
@@ -40,7 +41,6 @@ VERSION = 1
 
 class LoadedCache(NamedTuple):
     """A fresh cache: memmapped arrays (read-only) and the parsed index."""
-
     frames: np.ndarray  # uint8 [N, T, 3, H, W]
     cond: np.ndarray  # float32 [N, T, C]
     index: dict[str, Any]
@@ -63,11 +63,8 @@ def _relative(sequences: Iterable[Path]) -> list[str]:
 
 
 def source_fingerprint(sequences: Iterable[Path]) -> dict[str, int]:
-    """max mtime (ns), count and total size of every frame and CSV of the given sequences.
-
-    One stat per file, no reads. Sizes and counts catch what mtimes alone miss (a file replaced
-    by an older copy, a deleted frame).
-    """
+    """max mtime (ns), count and total size of every frame and CSV of the given sequences: one stat
+    per file. Sizes and counts catch what mtimes miss (a file replaced by an older copy, a deleted frame)."""
     max_ns = n_files = total = 0
     for seq in sequences:
         try:
@@ -85,10 +82,8 @@ def source_fingerprint(sequences: Iterable[Path]) -> dict[str, int]:
 
 def open_cache(root: PathLike, split: str, sequences: list[Path],
                cache_dir: PathLike | None = None) -> tuple[LoadedCache | None, str]:
-    """The cache of ``split`` if it is fresh for ``sequences``, and a status saying why not.
-
-    Status is ``"used"``, ``"absent"`` or ``"stale: <path>: <reason>"``.
-    """
+    """The cache of ``split`` if it is fresh for ``sequences``, and a status saying why not:
+    ``"used"``, ``"absent"`` or ``"stale: <path>: <reason>"``."""
     frames_path, cond_path, index_path = _paths(cache_dir_for(root, cache_dir), split)
     if not index_path.is_file():
         return None, "absent"
@@ -122,40 +117,28 @@ def open_cache(root: PathLike, split: str, sequences: list[Path],
 
 def load_cache(root: PathLike, split: str, cache_dir: PathLike | None = None) -> LoadedCache | None:
     """Memmapped ``(frames, cond, index, …)`` of a fresh cache, or None if absent or stale.
-
-    Raises :class:`DatasetError` only for problems with the data root itself.
-    """
+    Raises :class:`DatasetError` only for problems with the data root itself."""
     loaded, _ = open_cache(root, split, find_sequences(root, split), cache_dir)
     return loaded
 
 
-def _ensure_writable(cdir: Path, root: Path) -> None:
-    probe = cdir / f".probe-{os.getpid()}"
-    try:
-        cdir.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise DatasetError(f"{cdir}: cannot write the cache ({e.strerror or e}); is {root} writable? "
-                           f"Pass out= (CLI: --out) to put the cache elsewhere") from e
-
-
 def build_cache(root: PathLike, splits: Iterable[str] | None = None, out: PathLike | None = None,
                 progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Decode every sequence of ``splits`` (default: all present) into the cache; return a
-    summary per split (sequences, shapes, bytes, seconds, paths).
-
-    Every image and CSV is fully validated on the way (the same reader as the Dataset), so a
-    cache only ever holds data that passed ``check``. A cache in ``out`` is found by passing
-    ``cache_dir=out`` to :class:`~lab5.data.dataset.BairDataset` / :func:`load_cache`.
-    """
+    """Decode every sequence of ``splits`` (default: all present) into the cache; return a summary
+    per split (sequences, shapes, bytes, seconds, paths). Every image and CSV is fully validated on
+    the way, so a cache only holds data that passed ``check``. A cache in ``out`` is found by passing
+    ``cache_dir=out`` to :class:`~lab5.data.dataset.BairDataset` / :func:`load_cache`."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist")
     if splits is None:
         splits = present_splits(root, f"no split folder ({', '.join(SPLITS)}) under the data root")
     cdir = cache_dir_for(root, out)
-    _ensure_writable(cdir, root)
+    try:
+        check_writable(cdir)
+    except OSError as e:
+        raise DatasetError(f"{cdir}: cannot write the cache ({e.strerror or e}); is {root} writable? "
+                           f"Pass out= (CLI: --out) to put the cache elsewhere") from e
     return {split: _build_split(root, split, cdir, progress) for split in splits}
 
 
@@ -164,7 +147,7 @@ def _build_split(root: Path, split: str, cdir: Path, progress: bool) -> dict[str
     sequences = find_sequences(root, split)
     fingerprint = source_fingerprint(sequences)  # before reading: see module docstring
     paths = _paths(cdir, split)
-    tmps = [p.with_name(p.name + f".tmp-{os.getpid()}") for p in paths]
+    tmps = [p.with_name(p.name + f".tmp-{os.getpid()}") for p in paths[:2]]
     agree = Agreement()
     first = agree.read(sequences[0])
     n, (t, s), c = len(sequences), first[0].shape[:2], first[1].shape[1]
@@ -184,10 +167,10 @@ def _build_split(root: Path, split: str, cdir: Path, progress: bool) -> dict[str
                  "position_dim": info.position_dim, "cond_dim": c}
         index = {"format": FORMAT, "version": VERSION, "split": split, "sequences": _relative(sequences),
                  "shape": shape, "source": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        tmps[2].write_text(json.dumps(index, indent=1))
         paths[2].unlink(missing_ok=True)  # no index while the arrays are swapped
         for tmp, path in zip(tmps, paths):
             os.replace(tmp, path)
+        write_atomic(paths[2], json.dumps(index, indent=1))
     finally:
         for p in tmps:
             p.unlink(missing_ok=True)

@@ -26,8 +26,8 @@ class SplitReport:
 
     def line(self) -> str:
         n, a, p = self.sequences, self.action_dim, self.position_dim
-        return (f"{self.split}: {n} sequence{'s' if n != 1 else ''}, {self.frames} frames "
-                f"({self.seq_len} per sequence, {self.image_size}x{self.image_size} RGB, cond {a}+{p}={a + p})")
+        return (f"{self.split}: {n} sequence{'s' if n != 1 else ''}, {self.frames} frames ({self.seq_len} "
+                f"per sequence, {self.image_size}x{self.image_size} RGB, cond {a}+{p}={a + p})")
 
 
 @dataclass
@@ -44,12 +44,9 @@ class CheckReport:
 
 def check_root(root: PathLike, splits: list[str] | None = None, echo: bool = False,
                progress: bool = False) -> CheckReport:
-    """Validate every split present (at least one of train/validate/test must exist).
-
-    All sequences of all splits must agree on frame count, image size and CSV widths (a model
-    trained on one split is evaluated on another). Raises :class:`DatasetError` at the first
-    problem. ``echo`` prints each split's line as soon as it is checked.
-    """
+    """Validate every split present (at least one must exist); all sequences of all splits must agree
+    (a model trained on one split is evaluated on another). Raises :class:`DatasetError` at the first
+    problem. ``echo`` prints each split's line as soon as it is checked."""
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"data root {root} does not exist")
@@ -63,8 +60,8 @@ def check_root(root: PathLike, splits: list[str] | None = None, echo: bool = Fal
         bar = progress_bar(sequences, desc=f"check {split}", unit="seq", disable=not progress)
         frames = sum(agree.read(seq)[2].n_frames for seq in bar)
         info, size = agree.info, agree.image_size
-        report.splits[split] = SplitReport(split, len(sequences), frames, info.n_frames, size, info.action_dim,
-                                           info.position_dim)
+        report.splits[split] = SplitReport(split, len(sequences), frames, info.n_frames, size,
+                                           info.action_dim, info.position_dim)
         if echo:
             print(report.splits[split].line(), flush=True)
     return report

@@ -56,7 +56,8 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
     from lab5.sim import make_synthetic  # lazy: pymunk and torch (its PSNR), kept off `--help`
 
     # Only pass what the user gave, so make_synthetic's own defaults apply otherwise.
-    kwargs: dict[str, Any] = {k: getattr(args, k) for k in (*SPLITS, "seed", "workers") if getattr(args, k) is not None}
+    names = (*SPLITS, "seed", "workers")
+    kwargs: dict[str, Any] = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     try:
         result = make_synthetic(args.out, **kwargs)
     except FileExistsError as e:  # its "destination not empty" refusal, already a clear message
@@ -71,8 +72,8 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``data`` command and its subcommands to the top-level subparsers."""
-    p = sub.add_parser("data", help="check, cache, convert or generate datasets",
-                       description="Data commands. Problems with the data print `error: <file>: <problem>` and exit 1.")
+    p = sub.add_parser("data", help="check, cache, convert or generate datasets", description=(
+        "Data commands. Problems with the data print `error: <file>: <problem>` and exit 1."))
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
 
     c = dsub.add_parser("check", help="validate a lab-layout root fully (decodes every image)")

@@ -1,33 +1,18 @@
 """Convert the original BAIR release (TFRecords) to the lab layout, without TensorFlow.
 
-Input (``softmotion30_44k`` from ``bair_robot_pushing_dataset_v0.tar``; SRC may be that folder
-or its parent)::
+Input: ``SRC/{train,test[,val]}/traj_<a>_to_<b>.tfrecords`` (``softmotion30_44k`` from
+``bair_robot_pushing_dataset_v0.tar``; SRC may be that folder or its parent), 256 tf.train.Example
+per file, each holding per frame t ``{t}/image_aux1/encoded`` (raw uint8 64x64x3 bytes, the camera
+the lab uses), ``{t}/action`` (4 floats) and ``{t}/endeffector_pos`` (3 floats). Output:
+``DST/<split>/<tfrecords file name>/<k>/`` in the lab layout, k the record's index in its file.
 
-    SRC/train/traj_256_to_511.tfrecords …   169 files of 256 tf.train.Example (43,264)
-    SRC/test/traj_0_to_255.tfrecords          256 examples
-    SRC/val/…                                 optional
+Validation split: ``SRC/val`` if it exists, else the first ``ceil(val_fraction * n)`` train files in
+natural order (at most n - 1, none if ``val_fraction <= 0`` or n < 2), as SAVP's preprocessing does:
+with the default 0.05 and BAIR's 169 train files, SAVP's 9 files.
 
-Each example holds, per frame t = 0 … 29, ``{t}/image_aux1/encoded`` (raw uint8 64x64x3 bytes,
-not JPEG), ``{t}/image_main/encoded`` (another camera; not converted: the lab uses aux1),
-``{t}/action`` (4 floats) and ``{t}/endeffector_pos`` (3 floats).
-
-Output: ``DST/<split>/<tfrecords file name>/<k>/{0..T-1}.png, actions.csv,
-endeffector_positions.csv`` where k is the 0-based index of the record in its file and the
-CSVs are written with ``np.savetxt(..., delimiter=",")`` (``%.18e``: float32 values round-trip
-exactly).
-
-Validation split: ``SRC/val`` if it exists. Otherwise, as SAVP does (alexlee-gk/
-video_prediction, ``data/download_and_preprocess_dataset.sh`` moves ``train/traj_256_to_511``
-… ``traj_2304_to_2559``, the FIRST 9 train files, to ``val``), the first
-``ceil(val_fraction * n)`` train files in natural order go to ``validate`` (at most n - 1,
-none if ``val_fraction <= 0`` or n < 2). With the default 0.05 and BAIR's 169 train files this
-is exactly SAVP's 9 files (2,304 sequences).
-
-Restartable: each sequence is written into a hidden temporary folder and renamed when complete;
-``DST/.lab5_convert.json`` records the source, the split plan and the finished files, so a rerun
-of an interrupted conversion (no ``--force`` needed) skips finished files and sequences.
-Records are streamed one at a time. ``tfrecord`` imports torch, so the CLI imports this module
-only for ``convert-bair``.
+Restartable: sequences are renamed into place when complete and ``DST/.lab5_convert.json`` records
+the source, the split plan and the finished files, so a rerun skips finished work. ``tfrecord``
+imports torch, so the CLI imports this module only for ``convert-bair``.
 """
 
 from __future__ import annotations
@@ -48,6 +33,7 @@ from tfrecord.reader import tfrecord_iterator
 from tqdm.auto import tqdm
 
 from lab5.data.layout import DatasetError, PathLike, natural_key, visible_dirs, write_sequence
+from lab5.io import write_atomic
 from lab5.progress import progress_bar
 
 STATE_NAME = ".lab5_convert.json"
@@ -94,9 +80,6 @@ def plan_splits(src: PathLike, val_fraction: float = 0.05) -> list[tuple[str, Pa
     return [("train", p) for p in train] + [("validate", p) for p in val] + [("test", p) for p in test]
 
 
-# --------------------------------------------------------------------------- records
-
-
 def _feature(feats: Any, key: str, kind: str, where: str) -> Any:
     if key not in feats:  # test membership first: indexing a protobuf map inserts the key
         raise DatasetError(f"{where}: missing key '{key}'")
@@ -109,10 +92,8 @@ def _feature(feats: Any, key: str, kind: str, where: str) -> Any:
 
 def decode_example(record: bytes | memoryview, where: str,
                    image_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One serialized BAIR example → frames uint8 [T, S, S, 3], actions and positions float32.
-
-    ``where`` ("<file>: record <k>") prefixes every error message.
-    """
+    """One serialized BAIR example → frames uint8 [T, S, S, 3], actions and positions float32;
+    ``where`` ("<file>: record <k>") prefixes every error message."""
     ex = example_pb2.Example()
     try:
         ex.ParseFromString(record)
@@ -153,9 +134,6 @@ def decode_example(record: bytes | memoryview, where: str,
     return frames, np.stack(actions), np.stack(positions)
 
 
-# --------------------------------------------------------------------------- state
-
-
 def _read_state(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -167,9 +145,7 @@ def _read_state(path: Path) -> dict[str, Any] | None:
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(state, indent=1))
 
 
 def _start_state(src: Path, dst: Path, plan_json: list[list[str]], force: bool) -> dict[str, Any]:
@@ -182,7 +158,8 @@ def _start_state(src: Path, dst: Path, plan_json: list[list[str]], force: bool) 
     if force or state is None or state.get("src") != src_id:
         if dst.is_dir() and any(dst.iterdir()) and not force:
             what = f"holds a conversion of {state.get('src')}" if state is not None else "is not empty"
-            raise DatasetError(f"{dst}: destination {what}; pass force=True (CLI: --force) to write into it anyway")
+            raise DatasetError(f"{dst}: destination {what}; pass force=True (CLI: --force) to write into it "
+                               f"anyway")
         return {"format": STATE_FORMAT, "version": 1, "src": src_id, "plan": plan_json,
                 "replace_existing": bool(force), "done": [], "status": "in_progress"}
     if state.get("plan") != plan_json:
@@ -193,15 +170,10 @@ def _start_state(src: Path, dst: Path, plan_json: list[list[str]], force: bool) 
 
 def convert_bair(src: PathLike, dst: PathLike, force: bool = False, val_fraction: float = 0.05,
                  image_size: int = 64, progress: bool = True) -> dict[str, Any]:
-    """Convert the BAIR TFRecords under ``src`` to the lab layout under ``dst``.
-
-    Refuses a non-empty ``dst`` unless it holds a conversion of the same ``src`` (which is
-    resumed: finished files and sequences are skipped) or ``force=True`` (writes into ``dst``
-    anyway and replaces sequence folders that already exist; other files are left alone).
-    Without ``src/val``, the first ``ceil(val_fraction * n)`` train files (natural order)
-    become ``validate``, as in SAVP (see the module docstring). Returns a summary: sequences
-    per split, written, skipped, seconds.
-    """
+    """Convert the BAIR TFRecords under ``src`` to the lab layout under ``dst``; return a summary
+    (sequences per split, written, skipped, seconds). Refuses a non-empty ``dst`` unless it holds a
+    conversion of the same ``src`` (which is resumed) or ``force=True`` (writes into ``dst`` anyway,
+    replacing sequence folders that exist; other files are left alone)."""
     t0 = time.perf_counter()
     src, dst = _resolve_src(Path(src)), Path(dst)
     plan = plan_splits(src, val_fraction)
@@ -214,7 +186,8 @@ def convert_bair(src: PathLike, dst: PathLike, force: bool = False, val_fraction
     todo = [(split, p) for split, p in plan if p.relative_to(src).as_posix() not in done]
     written = skipped = 0
     total = sum(p.stat().st_size for _, p in todo)
-    with progress_bar(total=total, desc="convert-bair", unit="B", unit_scale=True, disable=not progress) as bar:
+    with progress_bar(total=total, desc="convert-bair", unit="B", unit_scale=True,
+                      disable=not progress) as bar:
         for split, path in todo:
             w, s = _convert_file(path, dst / split / path.name, image_size, state["replace_existing"], bar)
             written, skipped = written + w, skipped + s
@@ -227,8 +200,9 @@ def convert_bair(src: PathLike, dst: PathLike, force: bool = False, val_fraction
     for split, path in plan:
         if (dst / split / path.name).is_dir():
             counts[split] = counts.get(split, 0) + len(visible_dirs(dst / split / path.name))
-    return {"dst": str(dst), "sequences": counts, "files": {s: sum(1 for sp, _ in plan if sp == s) for s in counts},
-            "written": written, "skipped": skipped, "seconds": round(time.perf_counter() - t0, 3)}
+    files = {s: sum(1 for sp, _ in plan if sp == s) for s in counts}
+    return {"dst": str(dst), "sequences": counts, "files": files, "written": written, "skipped": skipped,
+            "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def _convert_file(path: Path, out_dir: Path, image_size: int, replace: bool, bar: tqdm) -> tuple[int, int]:

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from lab5.data.cache import open_cache
-from lab5.data.layout import Agreement, DatasetError, PathLike, SequenceInfo, find_sequences, read_frame, sequence_info
+from lab5.data.layout import (Agreement, DatasetError, PathLike, SequenceInfo, find_sequences, read_frame,
+                              sequence_info)
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -115,8 +116,8 @@ class BairDataset(torch.utils.data.Dataset):
         return len(self._sequences)
 
     def __repr__(self) -> str:
-        return (f"BairDataset({str(self.root)!r}, {self.split!r}, {len(self)} sequences, n_frames={self.n_frames}, "
-                f"random_window={self.random_window}, using_cache={self.using_cache})")
+        return (f"BairDataset({str(self.root)!r}, {self.split!r}, {len(self)} sequences, n_frames="
+                f"{self.n_frames}, random_window={self.random_window}, using_cache={self.using_cache})")
 
     # ---- windows
     def set_epoch(self, epoch: int) -> None:
@@ -133,7 +134,8 @@ class BairDataset(torch.utils.data.Dataset):
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self._mm is None:  # reopened lazily in each worker process (see __getstate__)
             assert self._cache_paths is not None
-            self._mm = (np.load(self._cache_paths[0], mmap_mode="r"), np.load(self._cache_paths[1], mmap_mode="r"))
+            frames_path, cond_path = self._cache_paths
+            self._mm = (np.load(frames_path, mmap_mode="r"), np.load(cond_path, mmap_mode="r"))
         return self._mm
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,10 +9,9 @@ Layout (one folder per sequence)::
 ``split`` is ``train``, ``validate`` or ``test``; traj folder names may keep a ``.tfrecords``
 suffix; CSVs are comma-separated without a header (numpy ``savetxt`` default ``%.18e``).
 
-Every problem found in the files raises :class:`DatasetError` whose message starts with the
-offending path and says what is wrong, so a student can fix the file rather than read a
-traceback. Hidden entries (names starting with ``.``: ``.ipynb_checkpoints``, the cache folder,
-the converter's temporary folders) are ignored everywhere.
+Every problem raises :class:`DatasetError` whose message starts with the offending path and says
+what is wrong, so a student can fix the file rather than read a traceback. Hidden entries
+(``.ipynb_checkpoints``, the cache, temporary folders) are ignored everywhere.
 """
 
 from __future__ import annotations
@@ -42,15 +41,9 @@ class DatasetError(Exception):
     """A problem with the data on disk; the message names the offending path and the problem."""
 
 
-# --------------------------------------------------------------------------- discovery
-
-
 def natural_key(name: str) -> tuple[list[Any], str]:
-    """Sort key that orders ``traj_256_to_511`` before ``traj_1024_to_1279`` (numbers by value).
-
-    ``re.split`` with a capture group alternates text and digits, so the lists always compare
-    str with str and int with int; the raw name breaks ties ("a01" vs "a1").
-    """
+    """Sort key that orders ``traj_256_to_511`` before ``traj_1024_to_1279`` (numbers by value);
+    the raw name breaks ties ("a01" vs "a1")."""
     parts = re.split(r"([0-9]+)", name)
     return [int(p) if i % 2 else p for i, p in enumerate(parts)], name
 
@@ -72,12 +65,8 @@ def present_splits(root: Path, missing: str) -> list[str]:
 
 
 def find_sequences(root: PathLike, split: str) -> list[Path]:
-    """Sequence folders of ``root/split`` in a deterministic order.
-
-    Order: traj folders by natural sort of their names, then sequence folders by ``int(k)``.
-    The order never depends on the file system, so indices, caches and random windows agree
-    across machines.
-    """
+    """Sequence folders of ``root/split``: traj folders in natural order, then ``int(k)``. The order
+    never depends on the file system, so indices, caches and random windows agree across machines."""
     root = Path(root)
     if not root.exists():
         raise DatasetError(f"data root {root} does not exist")
@@ -102,9 +91,6 @@ def find_sequences(root: PathLike, split: str) -> list[Path]:
     if not sequences:
         raise DatasetError(f"{split_dir}: empty split (no sequence folders <traj folder>/<k>/ inside)")
     return sequences
-
-
-# --------------------------------------------------------------------------- reading
 
 
 def count_frames(seq_dir: PathLike) -> int:
@@ -155,9 +141,7 @@ def _parse_field(path: Path, lineno: int, col: int, field: str) -> float:
 
 def read_csv_matrix(path: PathLike, expected_rows: int | None = None) -> np.ndarray:
     """Parse a header-less comma-separated matrix of finite numbers (float64 [rows, cols]).
-
-    Hand-written rather than ``np.loadtxt`` so every error can name the line and column.
-    """
+    Hand-written rather than ``np.loadtxt`` so every error can name the line and column."""
     path = Path(path)
     lines = _read_text(path).splitlines()
     while lines and not lines[-1].strip():  # tolerate blank lines at the very end only
@@ -186,9 +170,7 @@ def read_csv_matrix(path: PathLike, expected_rows: int | None = None) -> np.ndar
 
 def read_frame(path: PathLike, expected_size: int | None = None, ref: str = "") -> np.ndarray:
     """Decode one frame to uint8 [H, W, 3]; refuse anything that is not opaque 8-bit RGB.
-
-    ``expected_size``: side length the frame must have (``ref`` names where it comes from).
-    """
+    ``expected_size``: side length the frame must have (``ref`` names where it comes from)."""
     path = Path(path)
     try:
         with Image.open(path) as img:
@@ -219,7 +201,6 @@ def read_frame(path: PathLike, expected_size: int | None = None, ref: str = "") 
 
 class SequenceInfo(NamedTuple):
     """What a sequence looks like on disk, beyond the window that was read."""
-
     n_frames: int  # frames present on disk (not the window length)
     action_dim: int
     position_dim: int
@@ -227,7 +208,8 @@ class SequenceInfo(NamedTuple):
 
 def read_csvs(seq_dir: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """actions [T, A] and positions [T, P] (float64) of a sequence with ``n_frames`` frames."""
-    return read_csv_matrix(seq_dir / ACTIONS_CSV, n_frames), read_csv_matrix(seq_dir / POSITIONS_CSV, n_frames)
+    actions = read_csv_matrix(seq_dir / ACTIONS_CSV, n_frames)
+    return actions, read_csv_matrix(seq_dir / POSITIONS_CSV, n_frames)
 
 
 def sequence_info(seq_dir: Path) -> SequenceInfo:
@@ -239,10 +221,8 @@ def sequence_info(seq_dir: Path) -> SequenceInfo:
 
 def read_sequence_info(seq_dir: PathLike, n_frames: int | None = None, start: int = 0,
                        image_size: int | None = None) -> tuple[np.ndarray, np.ndarray, SequenceInfo]:
-    """:func:`read_sequence` plus the sequence's :class:`SequenceInfo`.
-
-    ``image_size``: side length every frame must have (default: that of the first frame read).
-    """
+    """:func:`read_sequence` plus the sequence's :class:`SequenceInfo`. ``image_size``: side length
+    every frame must have (default: that of the first frame read)."""
     seq_dir = Path(seq_dir)
     total = count_frames(seq_dir)
     if n_frames is None:
@@ -252,27 +232,21 @@ def read_sequence_info(seq_dir: PathLike, n_frames: int | None = None, start: in
                            f"the sequence has {total} frames")
     actions, positions = read_csvs(seq_dir, total)
     cond = np.concatenate([actions, positions], axis=1)[start : start + n_frames]
-    frames: np.ndarray | None = None
-    ref = "the rest of the dataset"
-    for j, t in enumerate(range(start, start + n_frames)):
-        path = seq_dir / f"{t}.png"
-        img = read_frame(path, image_size, ref)
-        if frames is None:
-            if image_size is None:  # later frames must match the first one read
-                image_size, ref = img.shape[0], path.name
-            frames = np.empty((n_frames, *img.shape), dtype=np.uint8)
-        frames[j] = img
-    assert frames is not None
+    first = read_frame(seq_dir / f"{start}.png", image_size)
+    frames = np.empty((n_frames, *first.shape), dtype=np.uint8)
+    frames[0] = first
+    # Later frames must match the first one read (or image_size, whose ref is the whole dataset).
+    ref = "the rest of the dataset" if image_size is not None else f"{start}.png"
+    for j in range(1, n_frames):
+        frames[j] = read_frame(seq_dir / f"{start + j}.png", first.shape[0], ref)
     return frames, cond.astype(np.float32), SequenceInfo(total, actions.shape[1], positions.shape[1])
 
 
-def read_sequence(seq_dir: PathLike, n_frames: int | None = None, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Frames uint8 [T, H, W, 3] and condition float32 [T, A + P] of one sequence folder.
-
-    Reads frames ``start … start + n_frames - 1`` (default: all from ``start``). The whole of
-    both CSVs is validated whatever the window, so a broken row never hides behind a window.
-    Condition = action columns then end-effector position columns.
-    """
+def read_sequence(seq_dir: PathLike, n_frames: int | None = None,
+                  start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Frames uint8 [T, H, W, 3] and condition float32 [T, A + P] (actions, then end-effector
+    positions) of frames ``start … start + n_frames - 1`` (default: all from ``start``). Both CSVs
+    are validated whole whatever the window, so a broken row never hides behind a window."""
     frames, cond, _ = read_sequence_info(seq_dir, n_frames, start)
     return frames, cond
 
@@ -304,18 +278,11 @@ class Agreement:
         return frames, cond, info
 
 
-# --------------------------------------------------------------------------- writing
-
-
 def write_sequence(seq_dir: PathLike, frames: np.ndarray, actions: np.ndarray, positions: np.ndarray,
                    overwrite: bool = False, compress_level: int | None = None) -> None:
-    """Write one sequence in the lab layout, atomically.
-
-    frames uint8 [T, H, W, 3]; actions [T, A]; positions [T, P]. Files go to a hidden sibling
-    folder that is renamed into place when complete, so an interrupted writer never leaves a
-    half-written sequence that looks finished (and readers skip hidden folders).
-    ``compress_level``: PNG zlib level (None: PIL's default).
-    """
+    """Write frames uint8 [T, H, W, 3], actions [T, A] and positions [T, P] as one sequence, into a
+    hidden sibling folder renamed into place when complete: an interrupted writer never leaves a
+    half-written sequence that looks finished. ``compress_level``: PNG zlib level (None: PIL's)."""
     seq_dir = Path(seq_dir)
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -324,9 +291,8 @@ def write_sequence(seq_dir: PathLike, frames: np.ndarray, actions: np.ndarray, p
         raise ValueError("actions and positions need one row per frame")
     if seq_dir.exists() and not overwrite:
         raise DatasetError(f"{seq_dir}: sequence folder already exists")
-    tmp = seq_dir.parent / f".tmp-{seq_dir.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp, old = (seq_dir.parent / f".{kind}-{seq_dir.name}-{os.getpid()}" for kind in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     png = {} if compress_level is None else {"compress_level": compress_level}
     for t, frame in enumerate(frames):
@@ -334,10 +300,9 @@ def write_sequence(seq_dir: PathLike, frames: np.ndarray, actions: np.ndarray, p
     for name, values in ((ACTIONS_CSV, actions), (POSITIONS_CSV, positions)):
         # float32 → float64 is exact, and %.18e round-trips it: the CSV holds the very values
         np.savetxt(tmp / name, np.asarray(values, np.float64).reshape(len(frames), -1), delimiter=",")
-    if seq_dir.exists():
-        old = seq_dir.parent / f".old-{seq_dir.name}-{os.getpid()}"
+    replacing = seq_dir.exists()
+    if replacing:
         os.rename(seq_dir, old)
-        os.rename(tmp, seq_dir)
+    os.rename(tmp, seq_dir)
+    if replacing:
         shutil.rmtree(old)
-    else:
-        os.rename(tmp, seq_dir)

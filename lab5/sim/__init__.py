@@ -8,6 +8,7 @@ from lab5.sim.render import render_states
 from lab5.sim.world import (ACTION_CLIP, FLOOR, Z_DOWN, Z_UP, ObjectSpec, Scene, make_scene, metres_to_px,
                             px_to_metres, simulate_states)
 
-__all__ = ["SPLITS", "DEFAULTS", "EVAL_SEED", "TRAIN_SEED", "copy_last_psnr", "embedded_root", "make_synthetic",
-           "sequence_seed", "simulate_sequence", "traj_dir", "render_states", "ACTION_CLIP", "FLOOR", "Z_DOWN",
-           "Z_UP", "ObjectSpec", "Scene", "make_scene", "metres_to_px", "px_to_metres", "simulate_states"]
+__all__ = ["SPLITS", "DEFAULTS", "EVAL_SEED", "TRAIN_SEED", "copy_last_psnr", "embedded_root",
+           "make_synthetic", "sequence_seed", "simulate_sequence", "traj_dir", "render_states", "ACTION_CLIP",
+           "FLOOR", "Z_DOWN", "Z_UP", "ObjectSpec", "Scene", "make_scene", "metres_to_px", "px_to_metres",
+           "simulate_states"]

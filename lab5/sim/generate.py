@@ -25,6 +25,7 @@ import torch
 
 from lab5.data.layout import SPLITS, write_sequence
 from lab5.evaluate import psnr_per_frame
+from lab5.io import write_atomic
 from lab5.progress import progress_bar
 from lab5.rundir import home
 from lab5.sim.render import render_states
@@ -45,12 +46,8 @@ TRAIN_SEED, EVAL_SEED = 0, 1
 
 def simulate_sequence(seed: int, n_frames: int = N_FRAMES,
                       actions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Simulate and render one sequence: frames uint8 [T, 64, 64, 3], actions float32 [T, 4] and
-    end-effector positions float32 [T, 3].
-
-    ``seed`` fixes the initial scene (and the policy when ``actions`` is None); ``actions``
-    ``[T, 4]`` replays the same initial scene with these actions instead of the random policy.
-    """
+    """Frames uint8 [T, 64, 64, 3], actions float32 [T, 4] and end-effector positions float32
+    [T, 3] of one sequence (``actions``: replay the seed's scene with these instead of the policy)."""
     st = simulate_states(seed, n_frames, actions)
     return render_states(st), st["actions"], st["endeffector"]
 
@@ -96,14 +93,10 @@ def _worker_init() -> None:
 
 
 def _pool(n: int) -> "multiprocessing.pool.Pool":
-    """A process pool for the writers.
-
-    On Linux, fork: workers start at once and, unlike spawn, never re-import the caller's
-    ``__main__`` (which breaks for ``python - <<EOF`` and for scripts without an ``if __name__ ==
-    "__main__"`` guard). Python >= 3.12's warning about forking a parent that holds threads (a
-    notebook with torch) is silenced: the workers run single-threaded. Elsewhere (macOS,
-    Windows) fork is unsafe or missing: spawn.
-    """
+    """A process pool for the writers. On Linux fork: unlike spawn it never re-imports the caller's
+    ``__main__`` (which breaks for ``python - <<EOF`` and unguarded scripts); Python >= 3.12's warning
+    about forking a parent with threads is silenced, the workers run single-threaded. Elsewhere
+    (macOS, Windows) fork is unsafe or missing: spawn."""
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
@@ -111,8 +104,8 @@ def _pool(n: int) -> "multiprocessing.pool.Pool":
 
 
 def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest of the identical complete set already in ``out``, None if ``out`` is empty
-    or new; FileExistsError for anything else."""
+    """The manifest of the identical set already in ``out``, None if ``out`` is empty or new;
+    FileExistsError for anything else."""
     if not out.exists() or not any(out.iterdir()):
         return None
     if not (out / MANIFEST).is_file():
@@ -146,14 +139,10 @@ def _run(jobs: list[tuple[str, str, int, int]], n_workers: int, progress: bool) 
 def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: int | None = None,
                    test: int | None = None, seed: int | None = None, workers: int | None = None,
                    progress: bool = True) -> dict:
-    """Generate the embedded dataset in the lab layout under ``out``; return the manifest (also
-    written to ``out/SYNTHETIC.json``) plus ``path``, ``reused`` and ``seconds``.
-
-    ``out`` must not exist or be empty, unless it already holds a complete synthetic set with the
-    same parameters (then this returns at once, ``reused`` True); otherwise FileExistsError.
-    ``train``/``validate``/``test``/``seed`` default to `DEFAULTS`; ``workers`` (processes,
-    default ``os.cpu_count()`` capped at 2) does not change the output.
-    """
+    """Generate the embedded dataset under ``out``; return the manifest (``out/SYNTHETIC.json``) plus
+    ``path``, ``reused`` and ``seconds``. ``out`` must be new or empty, or hold the same complete set
+    (then this returns at once); otherwise FileExistsError. Sizes and seed default to `DEFAULTS`;
+    ``workers`` (default ``os.cpu_count()`` capped at 2) does not change the output."""
     given = {"train": train, "validate": validate, "test": test, "seed": seed}
     sizes = {k: DEFAULTS[k] if v is None else int(v) for k, v in given.items()}
     params = {"generator": GENERATOR, "format_version": FORMAT_VERSION, **sizes, "n_frames": N_FRAMES,
@@ -167,11 +156,9 @@ def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: i
     jobs = [(str(out), split, i, params["seed"]) for split in SPLITS for i in range(params[split])]
     n_workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     psnr = _run(jobs, min(n_workers, max(1, len(jobs))), progress)
-    manifest = {**params, "copy_last_psnr_db": {s: round(float(np.mean(sorted(v))), 3) for s, v in psnr.items() if v}}
-    # Written last and atomically: its presence means the set is complete.
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    means = {s: round(float(np.mean(sorted(v))), 3) for s, v in psnr.items() if v}
+    manifest = {**params, "copy_last_psnr_db": means}
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # last: set complete
     return {**manifest, "path": str(out), "reused": False, "seconds": time.perf_counter() - t0}
 
 

@@ -55,7 +55,8 @@ def _background() -> Image.Image:
     tint = rng.uniform(-9, 9, plank.max() + 1)[plank]
     speck = _smooth_noise(rng, (n, n), 3) - 0.5
     base = np.array([214.0, 196.0, 160.0])
-    wood = base[None, None, :] + ((grain * 16 - 8) + tint + speck * 10)[..., None] * np.array([1.0, 0.95, 0.8])
+    wood = (base[None, None, :]
+            + ((grain * 16 - 8) + tint + speck * 10)[..., None] * np.array([1.0, 0.95, 0.8]))
     img = Image.fromarray(np.clip(wood, 0, 255).astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(img)
     s = SS
@@ -126,7 +127,8 @@ def _gripper_parts(g: Sequence[float], z: float, closure: float):
     for side in (-1, 1):
         c = gap + 0.9 * k
         cx, cy = g[0] + side * c * px + 3.4 * k * fx, g[1] + side * c * py + 3.4 * k * fy
-        fingers.append([(cx + sx * 0.9 * k * px + sy * 1.8 * k * fx, cy + sx * 0.9 * k * py + sy * 1.8 * k * fy)
+        fingers.append([(cx + sx * 0.9 * k * px + sy * 1.8 * k * fx,
+                         cy + sx * 0.9 * k * py + sy * 1.8 * k * fy)
                         for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
     return palm, fingers, k
 
@@ -195,7 +197,8 @@ def render_states(states: dict) -> np.ndarray:
         # shadow drifts away and fades as it is lifted.
         _thick_line(shade, elbow, g, ARM_W, (0, 0, 0, ARM_SHADOW), off=(3.0, 4.0))
         so = (1.5 + 3.0 * lift, 2.0 + 3.0 * lift)
-        shade.polygon([((x + so[0]) * s, (y + so[1]) * s) for x, y in palm], fill=(0, 0, 0, int(60 - 20 * lift)))
+        shade.polygon([((x + so[0]) * s, (y + so[1]) * s) for x, y in palm],
+                      fill=(0, 0, 0, int(60 - 20 * lift)))
         draw = ImageDraw.Draw(frame)
         # Arm: upper arm (mostly above the image) then forearm, grey like the Sawyer's links.
         _thick_line(draw, shoulder, elbow, 6.0, ARM_RGB[0])

@@ -116,11 +116,8 @@ def _random_object(rng: np.random.Generator) -> ObjectSpec:
 
 
 def make_scene(seed: int) -> Scene:
-    """Draw the initial scene of sequence ``seed``: 3-6 non-overlapping objects and a gripper start.
-
-    Only the scene stream of the seed is used, so replaying a seed with other actions starts from
-    exactly the same scene.
-    """
+    """The initial scene of sequence ``seed``: 3-6 non-overlapping objects and a gripper start, from
+    the seed's scene stream only, so replaying a seed with other actions starts from the same scene."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
     n = int(rng.integers(3, 7))
     objects: list[ObjectSpec] = []
@@ -258,11 +255,8 @@ class _World:
         self.grip_shape.filter = pymunk.ShapeFilter(categories=CAT_GRIPPER, mask=CAT_OBJECT if enabled else 0)
 
     def step_frame(self, target: tuple[float, float]) -> tuple[tuple[float, float], np.ndarray]:
-        """Drive the gripper toward ``target`` over one frame (its heading follows the arm).
-
-        Returns the gripper's reached position and which objects were pushed during the frame
-        (by the gripper, another object, or a wall undoing an overlap).
-        """
+        """Drive the gripper toward ``target`` over one frame; return its reached position and which
+        objects were pushed (by the gripper, another object, or a wall undoing an overlap)."""
         touched = np.zeros(len(self.bodies), bool)
         self.gripper.angle = heading(tuple(self.gripper.position))
         dt = DT_FRAME / SUBSTEPS
