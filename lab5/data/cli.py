@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 from lab5.data.cache import build_cache
 from lab5.data.check import check_root
+from lab5.data.convert import convert_bair
 from lab5.data.layout import SPLITS, DatasetError
+from lab5.sim import make_synthetic
 
 
 def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -43,8 +45,6 @@ def _cmd_cache(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from lab5.data.convert import convert_bair  # lazy: tfrecord imports torch, kept off `--help`
-
     s = convert_bair(args.src, args.out, force=args.force, val_fraction=args.val_fraction)
     for split, n in s["sequences"].items():
         print(f"{split}: {n} sequences from {s['files'][split]} files")
@@ -53,8 +53,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_synthetic(args: argparse.Namespace) -> int:
-    from lab5.sim import make_synthetic  # lazy: pymunk and torch (its PSNR), kept off `--help`
-
     # Only pass what the user gave, so make_synthetic's own defaults apply otherwise.
     names = (*SPLITS, "seed", "workers")
     kwargs: dict[str, Any] = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
