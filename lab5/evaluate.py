@@ -1,19 +1,19 @@
-"""Evaluation under the lab protocol, with SSIM, best-of-N and baselines.
+"""Evaluation: the grader's metrics, the lab and SVG protocols, best-of-N and baselines.
 
-Protocol (the lab's, stated precisely): ``n_past`` conditioning frames (2) then
-``n_future`` predicted frames (10). On conditioning steps z comes from the posterior;
-on predicted steps from the prior; each prediction is fed back as the next input
-(teacher forcing 0). PSNR = 10·log10(1/MSE) per frame over pixels in [0, 1], averaged
-over predicted frames and sequences. SSIM comes from scikit-image. With N samples per
-sequence, best-of-N (SVG's protocol) keeps each sequence's best, mean and worst sample.
-Baselines in the same table: copy-last-frame, and the same model with the conditions
-(actions and end-effector positions) shuffled across sequences.
+Protocols (``PROTOCOLS``): ``lab``, the lab's grading: 2 conditioning frames, 10 predicted, one
+sample; ``svg``, the papers' (SVG, SRVP): 2 -> 28 frames, best of 100 samples per sequence. In
+both, z comes from the posterior on conditioning steps and from the prior on predicted steps,
+and each prediction is fed back as the next input. The metrics are the grader's
+(``finn_eval_seq`` of SVG's utils.py, after Finn et al. 2016): PSNR and SSIM per colour channel,
+averaged over the channels. Baselines in the same table: copy-last-frame, and the same model with
+the conditions of another sequence.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,41 @@ import torch
 from skimage.metrics import structural_similarity
 from torch.utils.data import DataLoader, Dataset
 
+from lab5.config import ConfigError
 from lab5.io import write_atomic
 from lab5.models.cvae import CVAE
 from lab5.progress import progress_bar
 
 Z_SOURCE = "posterior z on conditioning frames, prior z on predicted frames"
+PSNR_TEXT = ("10*log10(1/MSE) per colour channel, pixels in [0,1], averaged over the channels "
+             "(the grader's finn_eval_seq), then over predicted frames and sequences")
+SSIM_TEXT = ("per colour channel with an 11x11 Gaussian window (sigma 1.5), valid border, data range 1, "
+             "averaged over the channels (finn_ssim), then over predicted frames and sequences")
+BEST_TEXT = ("per sequence, the sample with the highest SSIM averaged over its predicted frames "
+             "(SVG's generate_svg_lp.py); by PSNR when SSIM is not computed")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    n_past: int
+    n_future: int
+    samples: int
+
+    @property
+    def n_frames(self) -> int:
+        return self.n_past + self.n_future
+
+
+PROTOCOLS = {"lab": Protocol("lab", 2, 10, 1), "svg": Protocol("svg", 2, 28, 100)}
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    if isinstance(name, Protocol):
+        return name
+    if name not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol '{name}' (known: {', '.join(PROTOCOLS)})")
+    return PROTOCOLS[name]
 
 
 @torch.no_grad()
@@ -57,19 +87,24 @@ def generate(model: CVAE, x: torch.Tensor, c: torch.Tensor, n_past: int, n_futur
 
 
 def psnr_per_frame(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """PSNR = 10·log10(1/MSE) of each frame: ``[B,T,3,H,W]`` -> ``[B,T]``."""
-    mse = ((pred.float() - truth.float()) ** 2).flatten(2).mean(2)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+    """PSNR of each frame as the grader computes it: 10·log10(1/MSE) per colour channel (pixels in
+    [0, 1]; an exact channel counts as 100 dB), averaged over the channels. ``[B,T,3,H,W]`` -> ``[B,T]``."""
+    mse = ((pred.double() - truth.double()) ** 2).flatten(3).mean(3)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean(2).float()
 
 
 def ssim_per_frame(pred: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
-    """SSIM (scikit-image, data_range 1) of each frame: ``[B,T,3,H,W]`` -> ``[B,T]``."""
-    p = pred.float().permute(0, 1, 3, 4, 2).cpu().numpy()
-    t = truth.float().permute(0, 1, 3, 4, 2).cpu().numpy()
+    """SSIM of each frame as the grader computes it (``finn_ssim``): per colour channel, an 11x11
+    Gaussian window of sigma 1.5, only where the window fits (scikit-image computes every pixel and
+    averages the ones 5 pixels or more from the border), data range 1; averaged over the channels.
+    ``[B,T,3,H,W]`` -> ``[B,T]``."""
+    p = pred.double().permute(0, 1, 3, 4, 2).cpu().numpy()
+    t = truth.double().permute(0, 1, 3, 4, 2).cpu().numpy()
     out = np.empty(p.shape[:2])
     for b in range(p.shape[0]):
         for k in range(p.shape[1]):
-            out[b, k] = structural_similarity(t[b, k], p[b, k], channel_axis=2, data_range=1.0)
+            out[b, k] = structural_similarity(t[b, k], p[b, k], channel_axis=2, data_range=1.0,
+                                              gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
     return out
 
 
@@ -116,22 +151,31 @@ def summary(values: np.ndarray) -> dict[str, Any]:
     return {"mean": float(values.mean()), "per_frame": [float(v) for v in values.mean(0)]}
 
 
-def spread(values: np.ndarray) -> dict[str, float]:
-    """Mean, best and worst sample of ``[sequences, samples]``, each averaged over sequences."""
-    return {"mean": float(values.mean()), "best": float(values.max(1).mean()), "worst": float(values.min(1).mean())}
+def best_of(psnr: np.ndarray, ssim: np.ndarray | None) -> dict[str, Any]:
+    """Best-of-N of ``[sequences, samples, frames]`` metrics (``BEST_TEXT``): the chosen (best) and the
+    last-ranked (worst) sample's PSNR and SSIM, the mean over all samples, and the best's per-frame curves."""
+    rank = (ssim if ssim is not None else psnr).mean(2)
+    rows, best, worst = np.arange(len(rank)), rank.argmax(1), rank.argmin(1)
+    out: dict[str, Any] = {"n": psnr.shape[1], "chosen_by": BEST_TEXT, "per_frame": {}}
+    for name, values in (("psnr", psnr), ("ssim", ssim)):
+        if values is not None:
+            out[name] = {"mean": float(values.mean()), "best": float(values[rows, best].mean()),
+                         "worst": float(values[rows, worst].mean())}
+            out["per_frame"][name] = [float(v) for v in values[rows, best].mean(0)]
+    return out
 
 
 @torch.no_grad()
-def sample_metrics(model: CVAE, dataset: Dataset, n_past: int, n_future: int, samples: int, seed: int,
+def sample_metrics(model: CVAE, dataset: Dataset, protocol: Protocol, samples: int, seed: int,
                    device: str | torch.device, batch_size: int = 32, with_ssim: bool = True, tag: str = "generate",
                    progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """PSNR and SSIM ``[sequences, samples, frames]`` of ``samples`` predictions per sequence."""
-    T = n_past + n_future
+    n_past, T = protocol.n_past, protocol.n_frames
     gen = torch.Generator(device=device).manual_seed(seed)
     psnr, ssim = [], []
     for x, c in progress_bar(DataLoader(dataset, batch_size=batch_size), desc=tag, disable=not progress, leave=False):
         x, c = x[:, :T].to(device), c[:, :T].to(device)
-        preds = [generate(model, x, c, n_past, n_future, gen) for _ in range(samples)]
+        preds = [generate(model, x, c, n_past, protocol.n_future, gen) for _ in range(samples)]
         psnr.append(np.stack([psnr_per_frame(p, x[:, n_past:T]).cpu().numpy() for p in preds], 1))
         if with_ssim:
             ssim.append(np.stack([ssim_per_frame(p, x[:, n_past:T]) for p in preds], 1))
@@ -139,25 +183,29 @@ def sample_metrics(model: CVAE, dataset: Dataset, n_past: int, n_future: int, sa
 
 
 @torch.no_grad()
-def evaluate_model(model: CVAE, dataset: Dataset, n_past: int, n_future: int, samples: int = 1,
+def evaluate_model(model: CVAE, dataset: Dataset, protocol: str | Protocol = "lab", samples: int | None = None,
                    batch_size: int = 32, seed: int = 0, device: str | torch.device = "cpu",
                    max_sequences: int = 0, split: str = "test", with_ssim: bool = True,
                    with_shuffled: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Run the lab protocol on ``dataset``; return the results dict (see ``lab5 evaluate --json``)."""
+    """Run ``protocol`` on ``dataset`` (``samples`` per sequence: the protocol's unless given); return
+    the results dict (see ``lab5 evaluate --json``)."""
+    p = get_protocol(protocol)
+    samples = samples or p.samples
     if max_sequences:
         dataset = torch.utils.data.Subset(dataset, range(min(max_sequences, len(dataset))))
+    frames = dataset[0][0].shape[0]
+    if frames < p.n_frames:
+        raise ConfigError(f"protocol '{p.name}' needs sequences of {p.n_frames} frames, the dataset gives {frames}")
     model.eval()
-    run = dict(n_past=n_past, n_future=n_future, seed=seed, device=device, batch_size=batch_size, progress=progress)
+    run = dict(protocol=p, seed=seed, device=device, batch_size=batch_size, progress=progress)
     psnr, ssim = sample_metrics(model, dataset, samples=samples, with_ssim=with_ssim, **run)
-    copy_pred, truth = copy_last(stack_frames(dataset, n_past + n_future), n_past, n_future)
+    copy_pred, truth = copy_last(stack_frames(dataset, p.n_frames), p.n_past, p.n_future)
     copy_psnr = summary(psnr_per_frame(copy_pred, truth).numpy())
     results: dict[str, Any] = {
-        "protocol": {
-            "split": split, "sequences": len(dataset), "n_past": n_past, "n_future": n_future,
-            "samples": samples, "z": Z_SOURCE, "feedback": "predictions fed back (teacher forcing 0)",
-            "psnr": "10*log10(1/MSE) per frame, pixels in [0,1], mean over predicted frames and sequences",
-            "seed": seed,
-        },
+        "protocol": {"name": p.name, "split": split, "sequences": len(dataset), "n_past": p.n_past,
+                     "n_future": p.n_future, "samples": samples, "z": Z_SOURCE,
+                     "feedback": "predictions fed back (teacher forcing 0)", "psnr": PSNR_TEXT,
+                     **({"ssim": SSIM_TEXT} if with_ssim else {}), "seed": seed},
         "psnr": summary(psnr.mean(1)),
         "copy_last": {"psnr": copy_psnr["mean"], "psnr_per_frame": copy_psnr["per_frame"]},
     }
@@ -170,17 +218,15 @@ def evaluate_model(model: CVAE, dataset: Dataset, n_past: int, n_future: int, sa
                                      tag="shuffled", **run)
         results["shuffled_actions"] = {"psnr": float(shuffled.mean()), "what": "same model, conditions (actions "
                                        "and end-effector positions) of another sequence"}
-    if samples > 1:  # each sample's PSNR (SSIM) averaged over frames
-        results["best_of_n"] = {"n": samples, "psnr": spread(psnr.mean(2))}
-        if with_ssim:
-            results["best_of_n"]["ssim"] = spread(ssim.mean(2))
+    if samples > 1:
+        results["best_of_n"] = best_of(psnr, ssim)
     return results
 
 
 def format_table(results: dict[str, Any]) -> str:
     """A plain-text table of the results, headed by the protocol it was measured under."""
     p = results["protocol"]
-    lines = [f"protocol: {p['n_past']} conditioning + {p['n_future']} predicted frames; {p['z']}; "
+    lines = [f"protocol '{p['name']}': {p['n_past']} conditioning + {p['n_future']} predicted frames; {p['z']}; "
              f"{p['feedback']}; {p['samples']} sample(s) per sequence; split '{p['split']}', "
              f"{p['sequences']} sequences",
              f"{'method':<34}{'PSNR (dB)':>10}{'SSIM':>8}"]

@@ -24,8 +24,10 @@ class KLAnnealing:
         self.beta_min, self.beta_max = beta_min, beta_max
 
     @classmethod
-    def from_config(cls, cfg: Config) -> "KLAnnealing":
-        return cls(cfg.kl_mode, cfg.epochs, cfg.kl_cycles, cfg.kl_ratio, cfg.kl_beta_min, cfg.kl_beta_max)
+    def from_config(cls, cfg: Config, epochs: int | None = None) -> "KLAnnealing":
+        """``cfg``'s schedule, planned for ``epochs`` (default ``cfg.epochs``): a resumed run keeps the
+        plan it started with, as the report's KlAnnealing fixes its cycle length at construction."""
+        return cls(cfg.kl_mode, epochs or cfg.epochs, cfg.kl_cycles, cfg.kl_ratio, cfg.kl_beta_min, cfg.kl_beta_max)
 
     def __call__(self, epoch: int) -> float:
         if self.mode == "off":
@@ -35,22 +37,32 @@ class KLAnnealing:
 
 
 class TeacherForcing:
-    """Teacher-forcing ratio per epoch (the report's Listing 2.7, starting from ``ratio``).
+    """Teacher-forcing ratio of each (0-based) epoch; the solver draws once per batch whether that
+    batch is teacher-forced.
 
-    ``ratio`` until ``decay_start``, then ``max(ratio − decay_step·(epoch − decay_start), floor)``
-    (a ``floor`` above ``ratio`` counts as ``ratio``).
-    The solver draws once per batch whether that batch is teacher-forced.
+    ``listing``, the report's Listing 2.7, which sets ``tf_ratio = max(1 − step·(epoch − start), floor)``
+    at the end of every epoch from ``start`` on: ``ratio`` through epoch ``decay_start``, then
+    ``max(1 − decay_step·(epoch − 1 − decay_start), floor)``. ``conditioned`` (lab5 before
+    ``tf_style``): ``ratio`` until ``decay_start``, then ``max(ratio − decay_step·(epoch − decay_start),
+    floor)``, a ``floor`` above ``ratio`` counting as ``ratio``.
     """
 
-    def __init__(self, ratio: float = 1.0, decay_start: int = 0, decay_step: float = 0.0,
-                 floor: float = 0.0) -> None:
+    def __init__(self, ratio: float = 1.0, decay_start: int = 0, decay_step: float = 0.0, floor: float = 0.0,
+                 style: str = "listing") -> None:
+        if style not in ("listing", "conditioned"):
+            raise ValueError(f"unknown teacher-forcing style {style!r}")
         self.ratio, self.decay_start, self.decay_step, self.floor = ratio, decay_start, decay_step, floor
+        self.style = style
 
     @classmethod
     def from_config(cls, cfg: Config) -> "TeacherForcing":
-        return cls(cfg.tf_ratio, cfg.tf_decay_start, cfg.tf_decay_step, cfg.tf_min)
+        return cls(cfg.tf_ratio, cfg.tf_decay_start, cfg.tf_decay_step, cfg.tf_min, cfg.tf_style)
 
     def __call__(self, epoch: int) -> float:
+        if self.style == "listing":
+            if epoch <= self.decay_start:
+                return self.ratio
+            return max(1.0 - self.decay_step * (epoch - 1 - self.decay_start), self.floor)
         if epoch < self.decay_start:
             return self.ratio
         return max(self.ratio - self.decay_step * (epoch - self.decay_start), min(self.floor, self.ratio))

@@ -14,8 +14,9 @@ t = 1..T−1 of a time-major batch ``x [T,B,3,H,W]``, ``c [T,B,C]``, and returns
 * ``fast_step`` is ``exact_step`` with BatchNorm over all T·B frames at once under teacher
   forcing: other maths, same quality (``benchmarks/fast_quality.py``).
 
-Conditioning-frame inputs (index < n_past) are always ground truth; teacher forcing decides
-whether later inputs are ground truth or the model's previous prediction. The LSTMs run
+Teacher forcing decides whether an input is the ground truth or the model's previous prediction;
+the first input (``tf_style='listing'``, the report's) or all conditioning inputs
+(``'conditioned'``) are always ground truth. The LSTMs run
 frame by frame in every path, drawing the posterior's (and learned prior's) noise in the
 same order, so the three paths see the same random numbers.
 """
@@ -61,7 +62,7 @@ def reference_step(model: nn.Module, x: torch.Tensor, c: torch.Tensor, beta: flo
     mse = kld = x.new_zeros((), dtype=torch.float32)
     x_pred, skip = x[0], None
     for i in range(1, T):
-        x_in = x[i - 1] if teacher_forcing or i - 1 < n_past else x_pred
+        x_in = x[i - 1] if teacher_forcing or i - 1 < model.truth_inputs(n_past) else x_pred
         h, frame_skip = model.encoder(x_in)
         if model.updates_skip(i, n_past):
             skip = frame_skip
@@ -93,7 +94,7 @@ def exact_step(model: nn.Module, x: torch.Tensor, c: torch.Tensor, beta: float,
     mse = kld = x.new_zeros((), dtype=torch.float32)
     codes, x_pred, skip = [], x[0], None
     for i in range(1, T):
-        if teacher_forcing or i - 1 < n_past:
+        if teacher_forcing or i - 1 < model.truth_inputs(n_past):
             h, frame_skip = h_all[:, i - 1], [s[:, i - 1] for s in skips]
         else:  # the previous prediction, fed back: its own encoder call
             h, frame_skip = model.encoder(x_pred)
@@ -118,13 +119,14 @@ def exact_step(model: nn.Module, x: torch.Tensor, c: torch.Tensor, beta: float,
 def decode_all(model: nn.Module, g: torch.Tensor, skips: list[torch.Tensor], n_past: int,
                per_frame_bn: bool) -> torch.Tensor:
     """The codes of all predicted frames ``g [B*(T−1), dim]`` (sample-major) decoded in one call:
-    frame i takes the skips of frame i−1 with ``last_frame_skip``, else of frame min(i−1, n_past−1)."""
+    frame i takes the skips of frame i−1 with ``last_frame_skip``, else of frame min(i−1, skip_source)."""
     T = skips[0].shape[1]
     with per_frame_batchnorm(model.decoder, T - 1 if per_frame_bn else 1, updates=T - 1):
         if model.last_frame_skip:
             return model.decoder(g, [s[:, :T - 1].flatten(0, 1) for s in skips])
-        skip_of = torch.tensor([min(i, n_past - 1) for i in range(T - 1)], device=g.device)
-        return model.decoder(g, [s[:, :n_past] for s in skips], skip_of=skip_of)
+        k = model.skip_source(n_past)
+        skip_of = torch.tensor([min(i, k) for i in range(T - 1)], device=g.device)
+        return model.decoder(g, [s[:, :k + 1] for s in skips], skip_of=skip_of)
 
 
 def fast_step(model: nn.Module, x: torch.Tensor, c: torch.Tensor, beta: float,

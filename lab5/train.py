@@ -133,6 +133,7 @@ class Solver:
             rundir.write_config(self.run_dir, cfg, self.precision.as_dict(), self.data_root)
         self.model = self.build_model()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.kl_epochs = cfg.epochs  # the epochs the KL schedule is planned for; a resume keeps its run's
         self.kl_schedule, self.tf_schedule = KLAnnealing.from_config(cfg), TeacherForcing.from_config(cfg)
         self.tf_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.epoch, self.iteration, self.best, self.acc = 0, 0, -math.inf, zero_acc()
@@ -298,7 +299,7 @@ class Solver:
             "config": self.cfg.to_dict(), "cond_dim": self.train_set.cond_dim,
             "image_size": self.train_set.image_size,
             "schedules": {"epoch": self.epoch, "beta": self.kl_schedule(self.epoch),
-                          "tf_ratio": self.tf_schedule(self.epoch)},
+                          "tf_ratio": self.tf_schedule(self.epoch), "kl_epochs": self.kl_epochs},
             "epoch": self.epoch, "iteration": self.iteration, "history": self.history, "best": self.best,
             "accumulators": dict(self.acc),
             "rng": {"torch": torch.get_rng_state(), "tf": self.tf_generator.get_state(), **cuda},
@@ -310,6 +311,12 @@ class Solver:
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # lr may be lowered on resume (non-finite loss)
             group["lr"] = self.cfg.lr
+        # The KL schedule continues as planned when the run started, even if epochs was extended.
+        self.kl_epochs = state.get("schedules", {}).get("kl_epochs") or state["config"]["epochs"]
+        if self.kl_epochs != self.cfg.epochs:
+            self.kl_schedule = KLAnnealing.from_config(self.cfg, self.kl_epochs)
+            self.say(f"resuming with epochs {self.cfg.epochs}: the KL schedule keeps its plan for "
+                     f"{self.kl_epochs} epochs ({self.cfg.kl_mode}, cycle of {self.kl_schedule.cycle_len} epochs)")
         self.epoch, self.iteration = state["epoch"], state["iteration"]
         self.saved_at = {"epoch": self.epoch, "iteration": self.iteration}
         self.history, self.best, self.acc = list(state["history"]), state["best"], dict(state["accumulators"])

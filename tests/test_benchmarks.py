@@ -59,9 +59,12 @@ def test_train_throughput_rejects_unknown_path():
 @pytest.mark.slow
 def test_fast_quality_json_contract(tmp_path, tiny_root):
     out = tmp_path / "quality.json"
+    # 30 iterations take the smoke model from 11.8 dB (untrained) to about 21 dB; seeds then spread
+    # by about 1 dB (sd 0.6-1.2 measured), so 2 dB passes two paths that learn alike and fails one
+    # that does not learn (9 dB below).
     proc = _run("fast_quality.py", "--data", str(tiny_root), "--preset", "smoke", "--epochs", "1",
-                "--iters-per-epoch", "1", "--seeds", "1,2", "--paths", "reference,fast",
-                "--val-sequences", "4", "--tolerance", "100", "--json", str(out))
+                "--iters-per-epoch", "30", "--seeds", "1,2", "--paths", "reference,fast",
+                "--val-sequences", "4", "--tolerance", "2", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert set(result["runs"]) == {"reference", "fast"} and result["seeds"] == [1, 2]
@@ -70,7 +73,8 @@ def test_fast_quality_json_contract(tmp_path, tiny_root):
         assert len(psnrs) == 2 and result["mean_val_psnr"][path] == pytest.approx(sum(psnrs) / 2)
     assert result["difference_db"] == pytest.approx(result["mean_val_psnr"]["fast"]
                                                     - result["mean_val_psnr"]["reference"])
-    assert result["within_tolerance"] is True
+    assert result["within_tolerance"] is True and abs(result["difference_db"]) <= 2
+    assert min(result["mean_val_psnr"].values()) > 16  # both paths learned (untrained: 11.8 dB)
 
 
 def test_fast_quality_rejects_bad_seeds():

@@ -280,6 +280,7 @@ def _check_run(seen: dict) -> None:
     assert not seen["tracebacks"], "traceback in the notebook:\n" + "\n---\n".join(
         t[-3000:] for t in seen["tracebacks"])
     assert not seen["widget_errors"], f"widget failed to render: {seen['widget_errors']}"
+    assert not seen["page_errors"], f"JavaScript errors on the page: {seen['page_errors']}"
     unrun = [c for c in seen["cells"] if c["source"] and not re.fullmatch(r"\[\d+\]:", c["prompt"])]
     assert not unrun, f"cells without an execution count: {unrun}"
     counts = [c.execution_count for c in seen["saved"].cells if c.cell_type == "code" and c.source.strip()]
@@ -398,6 +399,16 @@ def test_harness_sees_errors(browser, lab, tmp_path):
     with pytest.raises(AssertionError, match="SyntaxError"):
         _check_run(seen)
     assert [c["prompt"] for c in seen["cells"]][-1] == "[ ]:"
+
+    # A JavaScript error on a page whose notebook ran cleanly is reported too.
+    _fresh_copy(v4.new_notebook(cells=[v4.new_code_cell("x = 1")]), lab["root"] / "notebooks" / "clean.ipynb")
+    with _page(browser, tmp_path) as page:
+        seen = _run_all(page, lab, "notebooks/clean.ipynb", timeout_s=60)
+        _check_run(seen)
+        page.evaluate("setTimeout(() => { throw new Error('lab5 harness check') }, 0)")
+        page.wait_for_timeout(500)
+    with pytest.raises(AssertionError, match="JavaScript errors on the page.*lab5 harness check"):
+        _check_run(seen)
 
 
 # Per code cell on show: its source (start) and how many images in its outputs have loaded.

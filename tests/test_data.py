@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import pickle
 import shutil
 import subprocess
@@ -330,14 +331,21 @@ def test_cache_elsewhere_and_unwritable(real_root: Path, tmp_path: Path) -> None
         build_cache(real_root, progress=False)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 def test_cache_read_only_root(real_root: Path) -> None:
-    os.chmod(real_root, 0o555)
-    try:
-        with pytest.raises(DatasetError, match="is .* writable"):
-            build_cache(real_root, progress=False)
-    finally:
-        os.chmod(real_root, 0o755)
+    """A root the cache cannot be written into: read-only to this user, or (what stops root too) a
+    file where the cache folder must go. The error names the root and the way out."""
+    before = sorted(p.relative_to(real_root) for p in real_root.rglob("*"))
+    if os.geteuid() != 0:  # root ignores file permissions
+        os.chmod(real_root, 0o555)
+        try:
+            with pytest.raises(DatasetError, match=f"is {re.escape(str(real_root))} writable.*out="):
+                build_cache(real_root, progress=False)
+        finally:
+            os.chmod(real_root, 0o755)
+    (real_root / ".lab5_cache").write_text("a file, not the cache folder")
+    with pytest.raises(DatasetError, match=f"cannot write the cache .*is {re.escape(str(real_root))} writable.*out="):
+        build_cache(real_root, progress=False)
+    assert sorted(p.relative_to(real_root) for p in real_root.rglob("*")) == sorted(before + [Path(".lab5_cache")])
 
 
 def test_cache_cli(real_root: Path, capsys: pytest.CaptureFixture[str]) -> None:

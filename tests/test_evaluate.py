@@ -13,7 +13,7 @@ import torch
 
 from lab5.rundir import load_model
 from lab5.data.dataset import BairDataset
-from lab5.evaluate import (ShuffledConditions, evaluate_model, format_table, generate, psnr_per_frame,
+from lab5.evaluate import (Protocol, ShuffledConditions, evaluate_model, format_table, generate, psnr_per_frame,
                            ssim_per_frame)
 
 
@@ -29,6 +29,9 @@ def test_psnr_by_hand() -> None:
     assert psnr[0, 1].item() == pytest.approx(10 * math.log10(4), abs=1e-4)
     assert psnr[1].tolist() == pytest.approx([10 * math.log10(2)] * 3, abs=1e-4)
     assert psnr[0, 2].item() == pytest.approx(100.0)  # identical frames: MSE clamped at 1e-10
+    one_channel = truth[:1, :1].clone()
+    one_channel[:, :, 0] += 0.1  # channel 0 at 20 dB, channels 1 and 2 exact: per channel, then averaged
+    assert psnr_per_frame(one_channel, truth[:1, :1]).item() == pytest.approx((20 + 100 + 100) / 3, abs=1e-4)
 
 
 def test_ssim_identical_and_different() -> None:
@@ -110,19 +113,25 @@ def test_generate_protocol(model_and_data, monkeypatch: pytest.MonkeyPatch) -> N
 def test_evaluate_model_against_direct_computation(model_and_data) -> None:
     model, cfg, data, x, c = model_and_data
     n_past, n_future = cfg.n_past, cfg.n_future
-    results = evaluate_model(model, data, n_past, n_future, samples=2, seed=3, progress=False)
+    results = evaluate_model(model, data, Protocol("test", n_past, n_future, 1), samples=2, seed=3, progress=False)
     truth = x[:, n_past:]
 
     gen = torch.Generator().manual_seed(3)
-    psnr = torch.stack([psnr_per_frame(generate(model, x, c, n_past, n_future, gen), truth)
-                        for _ in range(2)], 1)  # [sequences, samples, frames]
+    preds = [generate(model, x, c, n_past, n_future, gen) for _ in range(2)]
+    psnr = torch.stack([psnr_per_frame(p, truth) for p in preds], 1)  # [sequences, samples, frames]
+    ssim = np.stack([ssim_per_frame(p, truth) for p in preds], 1)
     assert results["psnr"]["mean"] == pytest.approx(psnr.mean().item(), rel=1e-6)
     assert results["psnr"]["per_frame"] == pytest.approx(psnr.mean((0, 1)).tolist(), rel=1e-6)
-    seq = psnr.mean(2)
-    best_of_n = results["best_of_n"]["psnr"]
-    assert best_of_n["best"] == pytest.approx(seq.max(1).values.mean().item(), rel=1e-6)
-    assert best_of_n["worst"] == pytest.approx(seq.min(1).values.mean().item(), rel=1e-6)
-    assert best_of_n["worst"] <= best_of_n["mean"] <= best_of_n["best"]
+    # SVG's choice: per sequence, the sample of highest mean SSIM is the best, the lowest the worst.
+    best, worst = ssim.mean(2).argmax(1), ssim.mean(2).argmin(1)
+    rows = np.arange(len(x))
+    b = results["best_of_n"]
+    assert b["psnr"]["best"] == pytest.approx(psnr.numpy()[rows, best].mean(), rel=1e-6)
+    assert b["psnr"]["worst"] == pytest.approx(psnr.numpy()[rows, worst].mean(), rel=1e-6)
+    assert b["ssim"]["best"] == pytest.approx(ssim[rows, best].mean(), rel=1e-6)
+    assert b["ssim"]["worst"] <= b["ssim"]["mean"] <= b["ssim"]["best"]
+    assert b["per_frame"]["psnr"] == pytest.approx(psnr.numpy()[rows, best].mean(0).tolist(), rel=1e-6)
+    assert "highest SSIM" in b["chosen_by"]
 
     copy_last = psnr_per_frame(x[:, n_past - 1:n_past].expand_as(truth), truth)
     assert results["copy_last"]["psnr"] == pytest.approx(copy_last.mean().item(), rel=1e-6)
@@ -137,7 +146,7 @@ def test_evaluate_model_against_direct_computation(model_and_data) -> None:
     assert 0 < results["ssim"]["mean"] <= 1
 
     table = format_table(results)
-    assert table.startswith(f"protocol: {n_past} conditioning + {n_future} predicted frames; "
+    assert table.startswith(f"protocol 'test': {n_past} conditioning + {n_future} predicted frames; "
                             "posterior z on conditioning frames, prior z on predicted frames")
     assert "copy last frame" in table and "CVAE best of 2" in table
 
@@ -156,12 +165,71 @@ def test_cli_smoke_train_then_evaluate(tiny_root: Path, tmp_path: Path, lab5_cli
     assert r.returncode == 0, r.stderr
     results = json.loads(out.read_text())
     assert {"protocol", "psnr", "ssim", "copy_last", "shuffled_actions", "best_of_n"} <= results.keys()
-    assert {"mean", "per_frame"} <= results["psnr"].keys() and len(results["psnr"]["per_frame"]) == 3
+    # The lab protocol predicts 10 frames whatever the model was trained with (smoke: 3).
+    assert {"mean", "per_frame"} <= results["psnr"].keys() and len(results["psnr"]["per_frame"]) == 10
     assert {"psnr", "ssim"} <= results["copy_last"].keys() and "psnr" in results["shuffled_actions"]
     assert results["best_of_n"]["n"] == 2
     p = results["protocol"]
-    assert (p["n_past"], p["n_future"], p["split"], p["sequences"]) == (2, 3, "test", 4)
+    assert (p["name"], p["n_past"], p["n_future"], p["split"], p["sequences"]) == ("lab", 2, 10, "test", 4)
     assert p["run_dir"] == str(run) and p["data_root"] == str(tiny_root)
-    assert r.stdout.startswith("protocol: 2 conditioning + 3 predicted frames; posterior z on conditioning "
+    assert r.stdout.startswith("protocol 'lab': 2 conditioning + 10 predicted frames; posterior z on conditioning "
                                "frames, prior z on predicted frames; predictions fed back")
     assert "CVAE (mean over samples)" in r.stdout and f"wrote {out}" in r.stdout
+
+
+def test_export_drops_the_optimizer_and_evaluates_like_its_source(smoke_run: Path, tiny_root: Path,
+                                                                    tmp_path: Path, lab5_cli) -> None:
+    out = tmp_path / "shipped"
+    r = lab5_cli("export", "--run-dir", smoke_run, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {out / 'best.pt'}" in r.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "history.jsonl"]
+    from lab5.rundir import load_checkpoint
+
+    exported, source = load_checkpoint(out / "best.pt"), load_checkpoint(smoke_run / "best.pt")
+    assert exported["optimizer"] is None and exported["rng"] is None and source["optimizer"] is not None
+    assert (out / "best.pt").stat().st_size < (smoke_run / "best.pt").stat().st_size
+    data = BairDataset(tiny_root, "test", n_frames=12)
+    results = [evaluate_model(load_model(d)[0], data, "lab", samples=2, seed=1, progress=False)
+               for d in (smoke_run, out)]
+    assert results[0] == results[1]  # the same weights, the same numbers, to the last bit
+
+
+def test_generate_writes_a_gif_of_truth_and_samples(smoke_run: Path, tiny_root: Path, tmp_path: Path,
+                                                     lab5_cli) -> None:
+    from PIL import Image
+
+    gif = tmp_path / "pred.gif"
+    r = lab5_cli("generate", "--run-dir", smoke_run, "--data", tiny_root, "--out", gif, "--sequences", "2",
+                 "--samples", "2")
+    assert r.returncode == 0, r.stderr
+    n_past, n_frames = 2, 5  # the smoke preset: 2 + 3
+    with Image.open(gif) as im:
+        assert im.n_frames == n_frames
+        # 2 rows of 64x64 frames and 3 columns (truth, 2 samples), shown at 2x, under a header and over a footer
+        assert im.size == (3 * 128, 2 * 128 + 32)
+        corners = []
+        for t in range(n_frames):
+            im.seek(t)
+            rgb = np.asarray(im.convert("RGB"))
+            corners.append(rgb[16 + 1, 128 + 1])  # top-left pixel of sample 1, first row
+        red = [bool(p[0] > 180 and p[1] < 80 and p[2] < 80) for p in corners]
+        assert red == [False] * n_past + [True] * (n_frames - n_past)  # predicted frames are framed in red
+
+
+def test_svg_protocol_scores_28_frames_best_of_100(smoke_run: Path, tiny_root: Path, tmp_path: Path,
+                                                    lab5_cli) -> None:
+    out = tmp_path / "svg.json"
+    r = lab5_cli("evaluate", "--run-dir", smoke_run, "--data", tiny_root, "--protocol", "svg", "--max-sequences", "2",
+                 "--json", out, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    results = json.loads(out.read_text())
+    p = results["protocol"]
+    assert (p["name"], p["n_past"], p["n_future"], p["samples"]) == ("svg", 2, 28, 100)
+    assert len(results["psnr"]["per_frame"]) == 28 and len(results["copy_last"]["psnr_per_frame"]) == 28
+    b = results["best_of_n"]
+    assert b["n"] == 100 and len(b["per_frame"]["psnr"]) == 28 and len(b["per_frame"]["ssim"]) == 28
+    assert b["ssim"]["worst"] <= b["ssim"]["mean"] <= b["ssim"]["best"]  # ranked by SSIM
+    assert {"mean", "best", "worst"} <= b["psnr"].keys()
+    assert r.stdout.startswith("protocol 'svg': 2 conditioning + 28 predicted frames")
+    assert "CVAE best of 100" in r.stdout

@@ -48,15 +48,36 @@ def test_off_is_constant_beta_max() -> None:
         KLAnnealing("sigmoid")
 
 
-def test_teacher_forcing_schedule() -> None:
+def listing_2_7(ratio: float, start: int, step: float, floor: float, epochs: int) -> list[float]:
+    """The ratio each epoch of the report's Listing 2.7 trains with, run as the listing writes it:
+    the epoch's batches draw with ``tf_ratio``, which is updated at the end of the epoch."""
+    tf_ratio, used = ratio, []
+    for epoch in range(epochs):
+        used.append(round(tf_ratio, 10))
+        if epoch >= start:
+            tf_ratio = max(1 - step * (epoch - start), floor)
+    return used
+
+
+@pytest.mark.parametrize("ratio,start,step,floor", [(1.0, 3, 0.25, 0.3), (0.8, 0, 0.1, 0.0), (0.5, 2, 0.2, 0.1),
+                                                    (1.0, 1, 0.2, 0.2)])
+def test_teacher_forcing_follows_listing_2_7(ratio, start, step, floor) -> None:
+    tf = TeacherForcing(ratio=ratio, decay_start=start, decay_step=step, floor=floor)  # style "listing"
+    assert _curve(tf, 12) == listing_2_7(ratio, start, step, floor, 12)
+
+
+def test_teacher_forcing_conditioned_style() -> None:
     # ratio until decay_start, then max(ratio − step·(epoch − decay_start), floor).
-    tf = TeacherForcing(ratio=1.0, decay_start=3, decay_step=0.25, floor=0.3)
+    tf = TeacherForcing(ratio=1.0, decay_start=3, decay_step=0.25, floor=0.3, style="conditioned")
     assert _curve(tf, 9) == [1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.3, 0.3, 0.3]
-    assert _curve(TeacherForcing(ratio=0.8, decay_start=0, decay_step=0.1, floor=0.0), 10) == [
+    assert _curve(TeacherForcing(ratio=0.8, decay_start=0, decay_step=0.1, floor=0.0, style="conditioned"), 10) == [
         0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0, 0.0]
     # The floor never lifts the ratio above its starting value.
-    assert _curve(TeacherForcing(ratio=0.2, decay_start=0, decay_step=0.1, floor=0.5), 3) == [0.2, 0.2, 0.2]
+    assert _curve(TeacherForcing(ratio=0.2, decay_start=0, decay_step=0.1, floor=0.5, style="conditioned"), 3) == [
+        0.2, 0.2, 0.2]
     assert _curve(TeacherForcing(), 4) == [1.0] * 4  # fixed 1, as in the report's runs
+    with pytest.raises(ValueError, match="teacher-forcing style"):
+        TeacherForcing(style="sometimes")
 
 
 def test_from_config() -> None:
@@ -67,4 +88,5 @@ def test_from_config() -> None:
     cfg = get_preset("smoke").replace(epochs=6, kl_mode="monotonic", kl_cycles=1, kl_ratio=0.5, kl_beta_max=1e-2,
                                       tf_ratio=1.0, tf_decay_start=1, tf_decay_step=0.2, tf_min=0.2)
     assert _curve(KLAnnealing.from_config(cfg), 6) == [0.0, round(1e-2 / 3, 10), round(2e-2 / 3, 10), 0.01, 0.01, 0.01]
-    assert _curve(TeacherForcing.from_config(cfg), 6) == [1.0, 1.0, 0.8, 0.6, 0.4, 0.2]
+    assert _curve(TeacherForcing.from_config(cfg), 6) == [1.0, 1.0, 1.0, 0.8, 0.6, 0.4]  # Listing 2.7
+    assert _curve(TeacherForcing.from_config(cfg.replace(tf_style="conditioned")), 6) == [1.0, 1.0, 0.8, 0.6, 0.4, 0.2]

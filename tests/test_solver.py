@@ -120,3 +120,17 @@ def test_checkpoint_round_trip_gives_identical_predictions(tiny_root: Path, tmp_
                      "cond_dim": data.cond_dim}, tmp_path / "fresh.pt")
     loaded, _, _ = load_model(tmp_path / "fresh.pt")
     assert torch.equal(predict(loaded), predict(fresh))
+
+
+@pytest.mark.slow
+def test_the_demo_preset_learns_to_beat_copy_last(tmp_path: Path) -> None:
+    """The workbook's promise: 04's demo run (6 epochs x 40 iterations on the embedded training set)
+    ends with a validation PSNR above copy-last-frame on the same validation sequences."""
+    from lab5.evaluate import copy_last_psnr
+    from lab5.sim import embedded_root
+
+    cfg = get_preset("demo")
+    solver = Solver(cfg, embedded_root(), tmp_path / "run", progress=False)
+    history = solver.fit()
+    copy = copy_last_psnr(solver.val_set, cfg.n_past, cfg.n_future, cfg.val_sequences)
+    assert max(r["val_psnr"] for r in history) > copy, ([r["val_psnr"] for r in history], copy)

@@ -27,6 +27,11 @@ COND = 7
 # of 3.7 and fails the smallest of those errors by a factor of 8.
 F32_GRAD_BOUND = 5e-4
 F32_LOSS_BOUND = 1e-5  # losses are single sums: measured <= 1e-7 on both kinds of kernels
+# The bounds above were measured with PyTorch's initialisation, which the float32 comparisons keep.
+# SVG's N(0, 0.02) weights (the default ``init``) shrink the activations, so BatchNorm's backward
+# cancels more and float32 drifts further (7.9e-4 for VGG64 with AVX-512 kernels); the float64
+# comparison below holds the maths for both initialisations.
+F32_INIT = "torch"
 
 
 def _data(cfg, batch: int, dtype=torch.float32):
@@ -40,7 +45,7 @@ def _run(cfg, step: str, teacher_forcing: bool, batch: int = 3, train: bool = Tr
          dtype=torch.float32):
     """Loss and gradients of one step from a fixed model, data and noise seed."""
     torch.manual_seed(1)
-    model = CVAE(cfg, COND).to(dtype).train(train)
+    model = CVAE(cfg if dtype == torch.float64 else cfg.replace(init=F32_INIT), COND).to(dtype).train(train)
     x, c = _data(cfg, batch, dtype)
     torch.manual_seed(0)  # the posterior / learned prior noise
     out = STEPS[step](model, x, c, 0.7, teacher_forcing, cfg.n_past)
@@ -65,16 +70,18 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs() / b.abs())  # scalars (losses)
 
 
-SMOKE_CASES = [  # (prior, last_frame_skip)
-    ("fixed", False), ("learned", False), ("learned", True),
+SMOKE_CASES = [  # (prior, last_frame_skip, skip_frame, tf_style)
+    ("fixed", False, "svg", "listing"), ("learned", False, "svg", "listing"), ("learned", True, "svg", "listing"),
+    ("learned", False, "last", "conditioned"), ("fixed", False, "last", "listing"),
 ]
 
 
 @pytest.mark.parametrize("exact", ["exact"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-@pytest.mark.parametrize("prior,last_frame_skip", SMOKE_CASES)
-def test_exact_matches_reference_smoke(prior, last_frame_skip, teacher_forcing, exact):
-    cfg = get_preset("smoke").replace(prior=prior, last_frame_skip=last_frame_skip)
+@pytest.mark.parametrize("prior,last_frame_skip,skip_frame,tf_style", SMOKE_CASES)
+def test_exact_matches_reference_smoke(prior, last_frame_skip, skip_frame, tf_style, teacher_forcing, exact):
+    cfg = get_preset("smoke").replace(prior=prior, last_frame_skip=last_frame_skip, skip_frame=skip_frame,
+                                      tf_style=tf_style)
     ref, g_ref, _ = _run(cfg, "reference", teacher_forcing)
     ex, g_ex, _ = _run(cfg, exact, teacher_forcing)
     assert _rel(ex.loss, ref.loss) < F32_LOSS_BOUND
@@ -82,15 +89,16 @@ def test_exact_matches_reference_smoke(prior, last_frame_skip, teacher_forcing, 
     assert _grad_error(g_ref, g_ex) < F32_GRAD_BOUND
 
 
+@pytest.mark.parametrize("init,skip_frame,tf_style", [("svg", "svg", "listing"), ("torch", "last", "conditioned")])
 @pytest.mark.parametrize("exact", ["exact"])
 @pytest.mark.parametrize("teacher_forcing", [True, False])
-def test_exact_matches_reference_per_parameter_float64(teacher_forcing, exact):
+def test_exact_matches_reference_per_parameter_float64(teacher_forcing, exact, init, skip_frame, tf_style):
     # In float64 rounding noise vanishes, so every parameter's gradient must agree on its
     # own -- the maths are the same, not merely close. (The losses cast to float32, which
     # bounds the agreement at ~1e-7.)
     torch.set_default_dtype(torch.float64)
     try:
-        cfg = get_preset("smoke").replace(prior="learned")
+        cfg = get_preset("smoke").replace(prior="learned", init=init, skip_frame=skip_frame, tf_style=tf_style)
         _, g_ref, _ = _run(cfg, "reference", teacher_forcing, dtype=torch.float64)
         _, g_ex, _ = _run(cfg, exact, teacher_forcing, dtype=torch.float64)
     finally:
@@ -195,7 +203,7 @@ def test_bf16_channels_last_path_runs(step):
 
 
 def test_channels_last_exact_matches_reference():
-    cfg = get_preset("smoke").replace(prior="learned")
+    cfg = get_preset("smoke").replace(prior="learned", init=F32_INIT)
     ref, g_ref, _ = _run(cfg, "reference", True)
     torch.manual_seed(1)
     model = CVAE(cfg, COND).to(memory_format=torch.channels_last)

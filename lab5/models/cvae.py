@@ -41,15 +41,27 @@ class CVAE(nn.Module):
                               if cfg.z_dim > 0 else None)
         self.prior_net = (GaussianLstm(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.prior_rnn_layers)
                           if cfg.prior == "learned" else None)
+        if cfg.init == "svg":
+            self.apply(svg_init)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, beta: float, teacher_forcing: bool) -> Loss:
         """``(loss, mse, kld)`` of batch-major frames ``x [B,T,3,H,W]`` and conditions ``c [B,T,C]``."""
         return STEPS[self.cfg.step](self, x.transpose(0, 1), c.transpose(0, 1), beta, teacher_forcing,
                                     self.cfg.n_past)
 
+    def skip_source(self, n_past: int) -> int:
+        """The frame whose skips the later frames take (without ``last_frame_skip``): x[n_past−2] with
+        ``skip_frame='svg'``, the last conditioning frame x[n_past−1] with ``'last'``."""
+        return n_past - 2 if self.cfg.skip_frame == "svg" else n_past - 1
+
     def updates_skip(self, i: int, n_past: int) -> bool:
         """Whether the input of step i (frame i−1) provides the skips from step i on."""
-        return self.last_frame_skip or i <= n_past
+        return self.last_frame_skip or i - 1 <= self.skip_source(n_past)
+
+    def truth_inputs(self, n_past: int) -> int:
+        """How many first inputs are ground truth in a step without teacher forcing: the conditioning
+        frames (``tf_style='conditioned'``), or the first frame alone (Listing 2.7's ``'listing'``)."""
+        return n_past if self.cfg.tf_style == "conditioned" else 1
 
     def init_hidden(self, batch_size: int, device: torch.device | str) -> dict[str, Hidden]:
         """Fresh LSTM states for one batch of sequences."""
@@ -91,6 +103,17 @@ class CVAE(nn.Module):
         g, hidden["predictor"] = self.predictor(torch.cat([h_prev, z, c_prev.to(h_prev.dtype)], 1),
                                                 hidden["predictor"])
         return g
+
+
+def svg_init(m: nn.Module) -> None:
+    """SVG's (and the lab template's) initialisation: conv and linear weights N(0, 0.02), BatchNorm
+    weights N(1, 0.02), their biases 0; the LSTM cells keep PyTorch's."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
 
 
 def _empty_gaussian(like: torch.Tensor) -> Gaussian:
