@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lab5 import rundir, runner
 from lab5.config import PRESETS, ConfigError, make_config, parse_assignments
+from lab5.counterfactual import counterfactual
 from lab5.data import cli as data_cli
 from lab5.data.dataset import BairDataset
 from lab5.data.layout import DatasetError
@@ -57,6 +58,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = evaluation_data(args, protocol.n_frames)
     results = evaluate_model(model, data, protocol, samples=args.samples, seed=args.seed, device=device,
                              max_sequences=args.max_sequences, split=args.split, progress=not args.no_progress)
+    if args.counterfactual:
+        results["counterfactual"] = counterfactual(model, data, data.root, args.split, protocol, args.seed, device,
+                                                   args.max_sequences)
     results["protocol"].update(data_root=str(data.root), run_dir=str(args.run_dir))
     print(format_table(results))
     if args.json:
@@ -116,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="lab",
                            help="lab: 2 -> 10 frames, 1 sample (the default, the lab's grading); "
                                 "svg: 2 -> 28 frames, best of 100 samples per sequence (the papers')")
+            p.add_argument("--counterfactual", action="store_true",
+                           help="also score each test scene re-simulated with another sequence's actions "
+                                "(embedded simulated data only)")
             p.add_argument("--json", help="write the results as JSON")
             p.add_argument("--max-sequences", type=int, default=0)
         else:

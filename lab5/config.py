@@ -29,10 +29,11 @@ RUNTIME_FIELDS = ("epochs", "num_workers", "device", "threads", "checkpoint_ever
 RESUMABLE_FIELDS = RUNTIME_FIELDS + ("lr", "grad_clip")
 # Fields that shape the model's parameters: a checkpoint with other values cannot be loaded.
 ARCH_FIELDS = ("arch", "nf", "g_dim", "z_dim", "rnn_size", "predictor_rnn_layers",
-               "posterior_rnn_layers", "prior_rnn_layers", "prior")
+               "posterior_rnn_layers", "prior_rnn_layers", "prior", "condition")
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("vgg64", "dcgan64"),
+    "condition": ("actions+positions", "actions", "none"),
     "prior": ("fixed", "learned", "none"),
     "kl_mode": ("monotonic", "cyclical", "off"),
     "step": ("reference", "exact", "fast"),
@@ -116,6 +117,9 @@ class Config:
     prior_rnn_layers: int = 1
     prior: str = "fixed"         # fixed N(0, I) (SVG-FP), learned (SVG-LP), none (deterministic)
     last_frame_skip: bool = False
+    # What the predictor is conditioned on: the lab's actions and end-effector positions, the
+    # actions alone, or nothing (action-free, SVG's BAIR setting). The data files are the same.
+    condition: str = "actions+positions"
     # Which frame's skips the predicted frames take (without last_frame_skip): "svg", x[n_past-2] as
     # SVG and the report's Listing 2.7; "last", the last conditioning frame x[n_past-1].
     skip_frame: str = "svg"

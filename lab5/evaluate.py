@@ -26,6 +26,7 @@ from lab5.config import ConfigError
 from lab5.io import write_atomic
 from lab5.models.cvae import CVAE
 from lab5.progress import progress_bar
+from lab5.steps import kl_term
 
 Z_SOURCE = "posterior z on conditioning frames, prior z on predicted frames"
 PSNR_TEXT = ("10*log10(1/MSE) per colour channel, pixels in [0,1], averaged over the channels "
@@ -49,6 +50,7 @@ class Protocol:
 
 
 PROTOCOLS = {"lab": Protocol("lab", 2, 10, 1), "svg": Protocol("svg", 2, 28, 100)}
+BEST_OF_N = (1, 2, 5, 10, 20, 100)
 
 
 def get_protocol(name: str | Protocol) -> Protocol:
@@ -109,22 +111,26 @@ def ssim_per_frame(pred: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
 
 
 class ShuffledConditions(Dataset):
-    """Frames of sequence i with the conditions of another sequence (a fixed derangement)."""
+    """Frames of sequence i with the conditions of another sequence (a fixed derangement), in the
+    condition ``columns`` only (default all: actions and end-effector positions)."""
 
-    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+    def __init__(self, dataset: Dataset, seed: int = 0, columns: slice = slice(None)) -> None:
         n = len(dataset)
         if n < 2:
             raise ValueError("shuffling conditions across sequences needs at least 2 sequences")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         self.source = torch.empty(n, dtype=torch.long)
         self.source[perm] = perm.roll(-1)  # each sequence takes the next one's conditions in a cycle
-        self.dataset = dataset
+        self.dataset, self.columns = dataset, columns
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.dataset[i][0], self.dataset[int(self.source[i])][1]
+        frames, cond = self.dataset[i]
+        cond = cond.clone()
+        cond[..., self.columns] = self.dataset[int(self.source[i])][1][..., self.columns]
+        return frames, cond
 
 
 def copy_last(x: torch.Tensor, n_past: int, n_future: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,21 +171,69 @@ def best_of(psnr: np.ndarray, ssim: np.ndarray | None) -> dict[str, Any]:
     return out
 
 
+def best_of_n_curve(psnr: np.ndarray, ssim: np.ndarray | None) -> dict[str, list]:
+    """Best-of-n over the first n samples, for n = 1, 2, 5, 10, 20, 100 up to the samples drawn."""
+    ns = [n for n in BEST_OF_N if n < psnr.shape[1]] + [psnr.shape[1]]
+    chosen = [best_of(psnr[:, :n], None if ssim is None else ssim[:, :n]) for n in ns]
+    curve: dict[str, list] = {"n": ns, "psnr": [c["psnr"]["best"] for c in chosen]}
+    if ssim is not None:
+        curve["ssim"] = [c["ssim"]["best"] for c in chosen]
+    return curve
+
+
 @torch.no_grad()
 def sample_metrics(model: CVAE, dataset: Dataset, protocol: Protocol, samples: int, seed: int,
                    device: str | torch.device, batch_size: int = 32, with_ssim: bool = True, tag: str = "generate",
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """PSNR and SSIM ``[sequences, samples, frames]`` of ``samples`` predictions per sequence."""
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """PSNR and SSIM ``[sequences, samples, frames]`` of ``samples`` predictions per sequence, and the
+    samples' diversity: the per-pixel standard deviation across samples, averaged."""
     n_past, T = protocol.n_past, protocol.n_frames
     gen = torch.Generator(device=device).manual_seed(seed)
-    psnr, ssim = [], []
+    psnr, ssim, spread = [], [], 0.0
     for x, c in progress_bar(DataLoader(dataset, batch_size=batch_size), desc=tag, disable=not progress, leave=False):
         x, c = x[:, :T].to(device), c[:, :T].to(device)
         preds = [generate(model, x, c, n_past, protocol.n_future, gen) for _ in range(samples)]
         psnr.append(np.stack([psnr_per_frame(p, x[:, n_past:T]).cpu().numpy() for p in preds], 1))
         if with_ssim:
             ssim.append(np.stack([ssim_per_frame(p, x[:, n_past:T]) for p in preds], 1))
-    return np.concatenate(psnr), (np.concatenate(ssim) if with_ssim else None)
+        spread += float(torch.stack(preds).float().std(0, unbiased=False).mean()) * len(x)
+    return np.concatenate(psnr), (np.concatenate(ssim) if with_ssim else None), spread / len(dataset)
+
+
+@torch.no_grad()
+def test_kl(model: CVAE, dataset: Dataset, protocol: Protocol, device: str | torch.device,
+            batch_size: int = 32) -> dict[str, Any]:
+    """KL(q(z_t | x_<=t) ‖ p(z_t | x_<t)) at test time, in nats per frame, for frames 1..T−1 along the
+    true frames: how much the posterior, which sees frame t, knows that the prior does not."""
+    T = protocol.n_frames
+    per_frame = np.zeros(T - 1)
+    for x, _ in DataLoader(dataset, batch_size=batch_size):
+        x = x[:, :T].to(device).transpose(0, 1)
+        hidden = model.init_hidden(x.shape[1], x.device)
+        for i in range(1, T):
+            h = model.encoder(x[i - 1])[0]
+            posterior = model.posterior(model.encoder(x[i])[0], hidden)
+            prior = model.prior(h, hidden) if model.prior_net is not None else None
+            per_frame[i - 1] += float(kl_term(model, posterior, prior)) * x.shape[1]
+    per_frame /= len(dataset)
+    return {"mean": float(per_frame.mean()), "per_frame": [float(v) for v in per_frame],
+            "what": f"nats per frame, frames 1..{T - 1}, posterior and prior along the true frames"}
+
+
+def shuffles(model: CVAE, dataset: Dataset, run: dict[str, Any]) -> dict[str, Any]:
+    """The model given another sequence's actions, end-effector positions, or both (the frames are
+    its own): how much of what it predicts depends on each."""
+    a = model.action_dim
+    kinds = {"shuffled_conditions": (slice(None), "actions and end-effector positions of another sequence"),
+             "shuffled_actions_only": (slice(0, a), "actions of another sequence, its own end-effector positions"),
+             "shuffled_positions_only": (slice(a, None), "end-effector positions of another sequence, its own actions")}
+    out: dict[str, Any] = {}
+    for key, (columns, what) in kinds.items():
+        psnr, _, _ = sample_metrics(model, ShuffledConditions(dataset, run["seed"], columns), samples=1,
+                                    with_ssim=False, tag=key, **run)
+        out[key] = {"psnr": float(psnr.mean()), "what": f"same model, {what}"}
+    out["shuffled_actions"] = out["shuffled_conditions"]  # the name before the three were told apart
+    return out
 
 
 @torch.no_grad()
@@ -198,29 +252,45 @@ def evaluate_model(model: CVAE, dataset: Dataset, protocol: str | Protocol = "la
         raise ConfigError(f"protocol '{p.name}' needs sequences of {p.n_frames} frames, the dataset gives {frames}")
     model.eval()
     run = dict(protocol=p, seed=seed, device=device, batch_size=batch_size, progress=progress)
-    psnr, ssim = sample_metrics(model, dataset, samples=samples, with_ssim=with_ssim, **run)
+    psnr, ssim, pixel_std = sample_metrics(model, dataset, samples=samples, with_ssim=with_ssim, **run)
     copy_pred, truth = copy_last(stack_frames(dataset, p.n_frames), p.n_past, p.n_future)
     copy_psnr = summary(psnr_per_frame(copy_pred, truth).numpy())
     results: dict[str, Any] = {
         "protocol": {"name": p.name, "split": split, "sequences": len(dataset), "n_past": p.n_past,
-                     "n_future": p.n_future, "samples": samples, "z": Z_SOURCE,
+                     "n_future": p.n_future, "samples": samples, "z": Z_SOURCE, "condition": model.cfg.condition,
                      "feedback": "predictions fed back (teacher forcing 0)", "psnr": PSNR_TEXT,
                      **({"ssim": SSIM_TEXT} if with_ssim else {}), "seed": seed},
         "psnr": summary(psnr.mean(1)),
         "copy_last": {"psnr": copy_psnr["mean"], "psnr_per_frame": copy_psnr["per_frame"]},
+        "kl": test_kl(model, dataset, p, device, batch_size),
     }
     if with_ssim:
         copy_ssim = ssim_per_frame(copy_pred, truth)
         results["ssim"] = summary(ssim.mean(1))
         results["copy_last"].update(ssim=float(copy_ssim.mean()), ssim_per_frame=summary(copy_ssim)["per_frame"])
     if with_shuffled and len(dataset) >= 2:
-        shuffled, _ = sample_metrics(model, ShuffledConditions(dataset, seed), samples=1, with_ssim=False,
-                                     tag="shuffled", **run)
-        results["shuffled_actions"] = {"psnr": float(shuffled.mean()), "what": "same model, conditions (actions "
-                                       "and end-effector positions) of another sequence"}
+        results.update(shuffles(model, dataset, run))
     if samples > 1:
-        results["best_of_n"] = best_of(psnr, ssim)
+        results.update(best_of_n=best_of(psnr, ssim), best_of_n_curve=best_of_n_curve(psnr, ssim),
+                       diversity={"pixel_std": pixel_std, "what": "per-pixel standard deviation across the "
+                                  "samples, averaged over pixels, frames and sequences"})
     return results
+
+
+def compare_protocols(model: CVAE, dataset: Dataset, seed: int = 0, device: str | torch.device = "cpu",
+                      max_sequences: int = 4) -> dict[str, dict[str, float]]:
+    """The same model on the same first sequences under both protocols, as ``{column: {row: value}}``:
+    the lab's single sample, the svg protocol's mean and best of 100 (when the sequences hold its 30
+    frames; a short data set gets the lab column alone)."""
+    opts = dict(seed=seed, device=device, max_sequences=max_sequences, with_shuffled=False, progress=False)
+    lab = evaluate_model(model, dataset, "lab", **opts)
+    table = {"lab (2 -> 10, 1 sample)": {"PSNR (dB)": lab["psnr"]["mean"], "SSIM": lab["ssim"]["mean"]}}
+    if dataset[0][0].shape[0] >= PROTOCOLS["svg"].n_frames:
+        svg = evaluate_model(model, dataset, "svg", **opts)
+        best = svg["best_of_n"]
+        table["svg, mean of 100 (2 -> 28)"] = {"PSNR (dB)": svg["psnr"]["mean"], "SSIM": svg["ssim"]["mean"]}
+        table["svg, best of 100 (2 -> 28)"] = {"PSNR (dB)": best["psnr"]["best"], "SSIM": best["ssim"]["best"]}
+    return table
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -241,8 +311,14 @@ def format_table(results: dict[str, Any]) -> str:
         for k in ("best", "worst"):
             row(f"CVAE {k} of {b['n']}", b["psnr"][k], b.get("ssim", {}).get(k))
     row("copy last frame", results["copy_last"]["psnr"], results["copy_last"].get("ssim"))
-    if "shuffled_actions" in results:
-        row("CVAE, shuffled actions", results["shuffled_actions"]["psnr"], None)
+    for key, name in (("shuffled_conditions", "conditions"), ("shuffled_actions_only", "actions only"),
+                      ("shuffled_positions_only", "positions only")):
+        if key in results:
+            row(f"CVAE, shuffled {name}", results[key]["psnr"], None)
+    if "counterfactual" in results:
+        cf = results["counterfactual"]
+        row("CVAE, counterfactual actions", cf["psnr"], cf["ssim"])
+        row("copy last, counterfactual actions", cf["copy_last"]["psnr"], cf["copy_last"]["ssim"])
     return "\n".join(lines)
 
 
@@ -261,6 +337,17 @@ def read_results(results: dict[str, Any]) -> str:
         cost = psnr - results["shuffled_actions"]["psnr"]
         lines.append(f"Giving it another sequence's conditions costs {cost:.2f} dB"
                      + (": it uses them." if cost > 0.5 else ": it hardly uses them."))
+    if "shuffled_actions_only" in results:
+        only = psnr - results["shuffled_actions_only"]["psnr"]
+        lines.append(f"Other actions with its own end-effector positions cost {only:.2f} dB"
+                     + (": the positions, the arm's true future, tell it most of what it uses."
+                        if only < 0.5 else ": it uses the actions themselves."))
+    if "counterfactual" in results:
+        cf = results["counterfactual"]
+        gain = cf["psnr"] - cf["copy_last"]["psnr"]
+        lines.append(f"Driven by another sequence's actions, it is {abs(gain):.2f} dB "
+                     f"{'above' if gain >= 0 else 'below'} copy-last-frame on the re-simulated truth"
+                     + (": it follows the actions." if gain > 1 else ": it does not follow the actions."))
     if "best_of_n" in results:
         b = results["best_of_n"]["psnr"]
         lines.append(f"The best and worst of {results['best_of_n']['n']} samples differ by "

@@ -105,7 +105,7 @@ def load_model(run_dir_or_file: str | Path, device: str | torch.device = "cpu"
     path = checkpoint_file(path) if path.is_dir() else path
     state = load_checkpoint(path, map_location=device)
     cfg = checkpoint_config(state, path)
-    model = CVAE(cfg, state["cond_dim"], image_size=state.get("image_size", 64))
+    model = CVAE(cfg, state["cond_dim"], image_size=state.get("image_size", 64), action_dim=state.get("action_dim"))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

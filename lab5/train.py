@@ -156,7 +156,8 @@ class Solver:
         return train, BairDataset(self.data_root, "validate", n_frames=cfg.n_frames)
 
     def build_model(self) -> CVAE:
-        model = CVAE(self.cfg, self.train_set.cond_dim, image_size=self.train_set.image_size).to(self.device)
+        model = CVAE(self.cfg, self.train_set.cond_dim, image_size=self.train_set.image_size,
+                     action_dim=self.train_set.action_dim).to(self.device)
         if self.precision.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.cfg.compile:
@@ -297,7 +298,7 @@ class Solver:
         return {
             "format": rundir.FORMAT, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "config": self.cfg.to_dict(), "cond_dim": self.train_set.cond_dim,
-            "image_size": self.train_set.image_size,
+            "action_dim": self.train_set.action_dim, "image_size": self.train_set.image_size,
             "schedules": {"epoch": self.epoch, "beta": self.kl_schedule(self.epoch),
                           "tf_ratio": self.tf_schedule(self.epoch), "kl_epochs": self.kl_epochs},
             "epoch": self.epoch, "iteration": self.iteration, "history": self.history, "best": self.best,

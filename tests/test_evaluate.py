@@ -233,3 +233,64 @@ def test_svg_protocol_scores_28_frames_best_of_100(smoke_run: Path, tiny_root: P
     assert {"mean", "best", "worst"} <= b["psnr"].keys()
     assert r.stdout.startswith("protocol 'svg': 2 conditioning + 28 predicted frames")
     assert "CVAE best of 100" in r.stdout
+
+
+def test_what_z_carries_keys_against_direct_computation(model_and_data) -> None:
+    """best_of_n_curve, diversity, the test-time KL and the three shuffles, in the JSON shapes the
+    project reads (issue "A latent that carries the future")."""
+    model, cfg, data, x, c = model_and_data
+    p = Protocol("test", cfg.n_past, cfg.n_future, 1)
+    results = evaluate_model(model, data, p, samples=5, seed=3, progress=False)
+    curve = results["best_of_n_curve"]
+    assert curve["n"] == [1, 2, 5] and len(curve["psnr"]) == len(curve["ssim"]) == 3
+    assert curve["psnr"][-1] == pytest.approx(results["best_of_n"]["psnr"]["best"])
+    assert curve["ssim"] == sorted(curve["ssim"])  # the best of more samples is never worse (ranked by SSIM)
+
+    gen = torch.Generator().manual_seed(3)
+    preds = torch.stack([generate(model, x, c, cfg.n_past, cfg.n_future, gen) for _ in range(5)])
+    assert results["diversity"]["pixel_std"] == pytest.approx(float(preds.std(0, unbiased=False).mean()), rel=1e-5)
+
+    # Fixed prior: KL(q ‖ N(0, I)) of each frame along the true frames, by hand.
+    xt = x.transpose(0, 1)
+    hidden, kl = model.init_hidden(len(x), "cpu"), []
+    for i in range(1, cfg.n_frames):
+        with torch.no_grad():
+            _, mu, logvar = model.posterior(model.encoder(xt[i])[0], hidden)
+        kl.append(float((0.5 * (mu**2 + logvar.exp() - 1 - logvar)).sum(1).mean()))
+    assert results["kl"]["per_frame"] == pytest.approx(kl, rel=1e-3, abs=1e-7) and results["kl"]["mean"] > 0
+
+    for key in ("shuffled_conditions", "shuffled_actions_only", "shuffled_positions_only"):
+        assert set(results[key]) == {"psnr", "what"}
+    assert results["shuffled_actions"] == results["shuffled_conditions"]
+    both = ShuffledConditions(data, 3)
+    only = ShuffledConditions(data, 3, slice(0, 4))
+    assert torch.equal(only[0][1][:, 4:], data[0][1][:, 4:]) and torch.equal(only[0][1][:, :4], both[0][1][:, :4])
+
+
+def test_counterfactual_actions_on_the_embedded_data(model_and_data, tiny_root: Path) -> None:
+    from lab5.counterfactual import counterfactual, counterfactual_data
+    from lab5.evaluate import copy_last
+    from lab5.sim import sequence_seed, simulate_sequence
+
+    model, cfg, data, x, c = model_and_data
+    p = Protocol("test", cfg.n_past, cfg.n_future, 1)
+    x_cf, c_cf = counterfactual_data(data, tiny_root, "test", p, seed=0)
+    source = ShuffledConditions(data, 0).source
+    frames, actions, _ = simulate_sequence(sequence_seed(0, "test", 1), cfg.n_frames,
+                                           actions=c[int(source[1]), :, :4].numpy())
+    assert torch.equal(c_cf[1, :, :4], torch.from_numpy(actions))  # the other sequence's actions ...
+    assert torch.equal(x_cf[1, 0], x[1, 0])                         # ... from this scene's start
+    assert not torch.equal(x_cf[1, -1], x[1, -1])
+    results = counterfactual(model, data, tiny_root, "test", p, seed=0)
+    assert set(results) >= {"psnr", "ssim", "copy_last"} and set(results["copy_last"]) == {"psnr", "ssim"}
+    assert results["copy_last"]["psnr"] == pytest.approx(float(psnr_per_frame(*copy_last(x_cf, 2, 3)).mean()))
+
+
+def test_counterfactual_needs_the_embedded_data(model_and_data, tmp_path: Path, real_root: Path) -> None:
+    from lab5.counterfactual import counterfactual
+    from lab5.data.layout import DatasetError
+
+    model, cfg, *_ = model_and_data
+    data = BairDataset(real_root, "test", n_frames=cfg.n_frames)
+    with pytest.raises(DatasetError, match="SYNTHETIC.json: counterfactual actions need the embedded"):
+        counterfactual(model, data, real_root, "test", Protocol("test", 2, 3, 1))

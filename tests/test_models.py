@@ -136,3 +136,22 @@ def test_lab_model_size() -> None:
     # posterior: embed 128->256, 1 LSTMCell, mu and logvar heads 256->64
     assert count_parameters(model.posterior_net) == 128 * 256 + 256 + 4 * 256 * 512 + 8 * 256 + 2 * (256 * 64 + 64)
     assert (count_parameters(model.encoder), count_parameters(model.decoder)) == (8_689_600, 11_822_659)
+
+
+@pytest.mark.parametrize("condition,seen", [("actions+positions", 7), ("actions", 4), ("none", 0)])
+def test_condition_picks_the_columns_the_predictor_sees(condition: str, seen: int) -> None:
+    cfg = _smoke(condition=condition)
+    torch.manual_seed(0)
+    model = CVAE(cfg, COND, action_dim=4).eval()
+    assert model.predictor.embed.in_features == cfg.g_dim + cfg.z_dim + seen
+    x, c = torch.rand(2, cfg.n_frames, 3, 64, 64), torch.randn(2, cfg.n_frames, COND)
+
+    def run(cond: torch.Tensor) -> torch.Tensor:
+        return generate(model, x, cond, cfg.n_past, cfg.n_future, torch.Generator().manual_seed(0))
+
+    pred = run(c)
+    other_positions, other_actions = c.clone(), c.clone()
+    other_positions[..., 4:] += 1
+    other_actions[..., :4] += 1
+    assert torch.equal(pred, run(other_positions)) == (seen < 7)   # positions matter only when seen
+    assert torch.equal(pred, run(other_actions)) == (seen == 0)     # actions matter unless action-free

@@ -25,17 +25,23 @@ Gaussian = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # z, mu, logvar
 class CVAE(nn.Module):
     """SVG-style conditional VAE; ``cfg.prior`` picks fixed N(0, I), learned, or none."""
 
-    def __init__(self, cfg: Config, cond_dim: int, channels: int = 3, image_size: int = 64) -> None:
+    def __init__(self, cfg: Config, cond_dim: int, channels: int = 3, image_size: int = 64,
+                 action_dim: int | None = None) -> None:
         super().__init__()
         if image_size != 64:
             raise ValueError(f"the {cfg.arch} encoder needs 64x64 frames, the data has {image_size}x{image_size}")
         self.cfg = cfg
+        # The data's condition holds action_dim action columns, then the end-effector position's
+        # (BAIR: 4 + 3); ``cfg.condition`` picks the columns the predictor sees.
         self.cond_dim = cond_dim
+        self.action_dim = cond_dim - 3 if action_dim is None else action_dim
+        width = {"actions+positions": cond_dim, "actions": self.action_dim, "none": 0}[cfg.condition]
+        self.cond_columns = slice(0, width)
         self.z_dim = cfg.z_dim
         self.prior_kind = cfg.prior
         self.last_frame_skip = cfg.last_frame_skip
         self.encoder, self.decoder = build_encoder_decoder(cfg.arch, cfg.g_dim, cfg.nf, channels)
-        self.predictor = Lstm(cfg.g_dim + cfg.z_dim + cond_dim, cfg.g_dim, cfg.rnn_size,
+        self.predictor = Lstm(cfg.g_dim + cfg.z_dim + width, cfg.g_dim, cfg.rnn_size,
                               cfg.predictor_rnn_layers)
         self.posterior_net = (GaussianLstm(cfg.g_dim, cfg.z_dim, cfg.rnn_size, cfg.posterior_rnn_layers)
                               if cfg.z_dim > 0 else None)
@@ -100,8 +106,8 @@ class CVAE(nn.Module):
     def predict_code(self, h_prev: torch.Tensor, z: torch.Tensor, c_prev: torch.Tensor,
                      hidden: dict[str, Hidden]) -> torch.Tensor:
         """The predictor's code for frame t (``predict`` without the decoder)."""
-        g, hidden["predictor"] = self.predictor(torch.cat([h_prev, z, c_prev.to(h_prev.dtype)], 1),
-                                                hidden["predictor"])
+        cond = c_prev[:, self.cond_columns].to(h_prev.dtype)
+        g, hidden["predictor"] = self.predictor(torch.cat([h_prev, z, cond], 1), hidden["predictor"])
         return g
 
 
