@@ -192,11 +192,18 @@ def sample_metrics(model: CVAE, dataset: Dataset, protocol: Protocol, samples: i
     psnr, ssim, spread = [], [], 0.0
     for x, c in progress_bar(DataLoader(dataset, batch_size=batch_size), desc=tag, disable=not progress, leave=False):
         x, c = x[:, :T].to(device), c[:, :T].to(device)
-        preds = [generate(model, x, c, n_past, protocol.n_future, gen) for _ in range(samples)]
-        psnr.append(np.stack([psnr_per_frame(p, x[:, n_past:T]).cpu().numpy() for p in preds], 1))
+        truth, p_s, s_s, total, squares = x[:, n_past:T], [], [], 0.0, 0.0
+        for _ in range(samples):  # one sample at a time: 100 of them would not fit in memory together
+            pred = generate(model, x, c, n_past, protocol.n_future, gen)
+            p_s.append(psnr_per_frame(pred, truth).cpu().numpy())
+            if with_ssim:
+                s_s.append(ssim_per_frame(pred, truth))
+            total, squares = total + pred.double(), squares + pred.double() ** 2
+        psnr.append(np.stack(p_s, 1))
         if with_ssim:
-            ssim.append(np.stack([ssim_per_frame(p, x[:, n_past:T]) for p in preds], 1))
-        spread += float(torch.stack(preds).float().std(0, unbiased=False).mean()) * len(x)
+            ssim.append(np.stack(s_s, 1))
+        variance = (squares / samples - (total / samples) ** 2).clamp_min(0)
+        spread += float(variance.sqrt().mean()) * len(x)
     return np.concatenate(psnr), (np.concatenate(ssim) if with_ssim else None), spread / len(dataset)
 
 
