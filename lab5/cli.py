@@ -78,7 +78,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    path = rundir.export_run(args.run_dir, args.out)
+    path = rundir.export_run(args.run_dir, args.out, args.checkpoint)
     size = sum(f.stat().st_size for f in Path(args.out).iterdir()) / 2**20
     print(f"wrote {path} ({size:.1f} MiB in {args.out})")
     return 0
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="a small shippable copy of a run (best.pt without optimizer)")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="best.pt (else last.pt), or last.pt: the state after the last iteration")
     p.set_defaults(func=cmd_export)
 
     for name, func, helptext in (("evaluate", cmd_evaluate, "PSNR/SSIM table under the lab or SVG protocol"),

@@ -18,6 +18,7 @@ from lab5.data.layout import DatasetError
 from lab5.evaluate import Protocol, ShuffledConditions, copy_last, generate, get_protocol, psnr_per_frame, ssim_per_frame
 from lab5.models.cvae import CVAE
 from lab5.sim.generate import MANIFEST, sequence_seed, simulate_sequence
+from lab5.sim.world import ACTION_COLUMNS
 
 
 def embedded_seed(root: str | Path) -> int:
@@ -38,18 +39,59 @@ def counterfactual_data(dataset: Dataset, root: str | Path, split: str, protocol
     base, T = embedded_seed(root), protocol.n_frames
     n = min(max_sequences or len(dataset), len(dataset))
     source = ShuffledConditions(dataset, seed).source
-    own, own_actions, _ = simulate_sequence(sequence_seed(base, split, 0), T)
-    width = own_actions.shape[1]  # the simulator's action columns; its positions follow in the data
+    own, _, _ = simulate_sequence(sequence_seed(base, split, 0), T)
     if not torch.equal(frames_to_tensor(own.transpose(0, 3, 1, 2)), dataset[0][0][:T]):
         raise DatasetError(f"{root}: simulating {split} sequence 0 of seed {base} does not reproduce its frames "
                            "(not the embedded set this simulator generates)")
-    xs, cs = [], []
-    for i in range(n):
-        actions = dataset[int(source[i])][1][:T, :width].numpy()
-        frames, actions, positions = simulate_sequence(sequence_seed(base, split, i), T, actions=actions)
-        xs.append(frames_to_tensor(frames.transpose(0, 3, 1, 2)))
-        cs.append(torch.from_numpy(np.concatenate([actions, positions], 1)))
-    return torch.stack(xs), torch.stack(cs)
+    pairs = [resimulate(base, split, i, dataset[int(source[i])][1][:T, :ACTION_COLUMNS].numpy()) for i in range(n)]
+    return torch.stack([x for x, _ in pairs]), torch.stack([c for _, c in pairs])
+
+
+def resimulate(base_seed: int, split: str, index: int, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scene ``index`` of an embedded split replayed from its own start with ``actions [T, 4]``: frames
+    ``[T,3,H,W]`` in [0, 1] and conditions ``[T, 4+3]`` (those actions, the positions they lead to)."""
+    frames, actions, positions = simulate_sequence(sequence_seed(base_seed, split, index), len(actions),
+                                                   actions=actions)
+    return frames_to_tensor(frames.transpose(0, 3, 1, 2)), torch.from_numpy(np.concatenate([actions, positions], 1))
+
+
+#: Simple drives for the "drive the robot" widget: the gripper's (x, y) step in metres per frame
+#: pair (x down the image, y to the right), held for the whole sequence, lowered and open.
+DIRECTIONS = {"up": (-0.05, 0.0), "down": (0.05, 0.0), "left": (0.0, -0.05), "right": (0.0, 0.05),
+              "stay": (0.0, 0.0)}
+
+
+def direction_actions(name: str, n_frames: int) -> np.ndarray:
+    """``[T, 4]`` actions that drive the gripper one way (`DIRECTIONS`) for ``n_frames`` frames."""
+    if name not in DIRECTIONS:
+        raise ValueError(f"unknown direction '{name}' (known: {', '.join(DIRECTIONS)})")
+    actions = np.zeros((n_frames, ACTION_COLUMNS), np.float32)
+    actions[:, :2] = DIRECTIONS[name]
+    return actions
+
+
+def drive_choices(dataset: Dataset, index: int, n_frames: int, others: int = 3) -> dict[str, np.ndarray]:
+    """Action sequences to drive scene ``index`` with: its own, those of the next ``others`` test
+    sequences, and each of `DIRECTIONS`; ``[n_frames, 4]`` each."""
+    own = {"its own actions": dataset[index][1][:n_frames, :ACTION_COLUMNS].numpy()}
+    for j in range(1, others + 1):
+        k = (index + j) % len(dataset)
+        own[f"actions of test sequence {k}"] = dataset[k][1][:n_frames, :ACTION_COLUMNS].numpy()
+    return {**own, **{f"drive {name}": direction_actions(name, n_frames) for name in DIRECTIONS}}
+
+
+@torch.no_grad()
+def drive(model: CVAE, root: str | Path, split: str, index: int, actions: np.ndarray,
+          n_past: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scene ``index`` driven by ``actions [T, 4]``: the simulator's truth ``[T,3,H,W]`` and the model's
+    prediction from its first ``n_past`` frames given those actions (and positions), one prior sample
+    (conditioning frames included, as ``viz.predict_samples``)."""
+    x, c = resimulate(embedded_seed(root), split, index, actions)
+    device = next(model.parameters()).device
+    model.eval()
+    pred = generate(model, x[None].to(device), c[None].to(device), n_past, len(x) - n_past,
+                    torch.Generator(device=device).manual_seed(seed))[0].cpu()
+    return x, torch.cat([x[:n_past], pred])
 
 
 @torch.no_grad()

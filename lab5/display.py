@@ -82,8 +82,9 @@ def table(columns: dict[str, dict[str, Any]], digits: int = 4) -> Any:
     """A pandas table from ``{column: {row: value}}`` with floats rounded; a missing cell prints empty."""
     import pandas as pd  # heavy: kept off the import path of `python -m lab5 --help`
 
+    order = list(dict.fromkeys(row for rows in columns.values() for row in rows))  # as given, not sorted
     frame = pd.DataFrame({col: pd.Series({row: tidy(v, digits) for row, v in rows.items()}, dtype=object)
-                          for col, rows in columns.items()})
+                          for col, rows in columns.items()}, index=order)
     return frame.where(frame.notna(), "")
 
 

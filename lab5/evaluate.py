@@ -234,12 +234,17 @@ def shuffles(model: CVAE, dataset: Dataset, run: dict[str, Any]) -> dict[str, An
     kinds = {"shuffled_conditions": (slice(None), "actions and end-effector positions of another sequence"),
              "shuffled_actions_only": (slice(0, a), "actions of another sequence, its own end-effector positions"),
              "shuffled_positions_only": (slice(a, None), "end-effector positions of another sequence, its own actions")}
+    used = {"actions+positions": set(kinds), "actions": {"shuffled_conditions", "shuffled_actions_only"},
+            "none": set()}[model.cfg.condition]  # a shuffle of columns the model never reads measures nothing
     out: dict[str, Any] = {}
     for key, (columns, what) in kinds.items():
+        if key not in used:
+            continue
         psnr, _, _ = sample_metrics(model, ShuffledConditions(dataset, run["seed"], columns), samples=1,
                                     with_ssim=False, tag=key, **run)
         out[key] = {"psnr": float(psnr.mean()), "what": f"same model, {what}"}
-    out["shuffled_actions"] = out["shuffled_conditions"]  # the name before the three were told apart
+    if out:
+        out["shuffled_actions"] = out["shuffled_conditions"]  # the name before the three were told apart
     return out
 
 
@@ -298,6 +303,32 @@ def compare_protocols(model: CVAE, dataset: Dataset, seed: int = 0, device: str 
         table["svg, mean of 100 (2 -> 28)"] = {"PSNR (dB)": svg["psnr"]["mean"], "SSIM": svg["ssim"]["mean"]}
         table["svg, best of 100 (2 -> 28)"] = {"PSNR (dB)": best["psnr"]["best"], "SSIM": best["ssim"]["best"]}
     return table
+
+
+def compare_models(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Several models' ``evaluate_model`` results side by side, as ``{column: {model: value}}``: mean
+    and best-of-N PSNR and SSIM, copy-last-frame, the test-time KL, the samples' spread and, where
+    measured, the counterfactual score and copy-last's on the same re-simulated truth."""
+    columns: dict[str, dict[str, Any]] = {}
+
+    def put(column: str, name: str, value: Any) -> None:
+        columns.setdefault(column, {})[name] = value
+
+    for name, r in results.items():
+        n = r["protocol"]["samples"]
+        best = r.get("best_of_n", {})
+        put("condition", name, r["protocol"]["condition"])
+        put(f"PSNR mean of {n}", name, r["psnr"]["mean"])
+        put(f"PSNR best of {n}", name, best.get("psnr", r["psnr"])["best" if best else "mean"])
+        put(f"SSIM mean of {n}", name, r["ssim"]["mean"])
+        put(f"SSIM best of {n}", name, best.get("ssim", r["ssim"])["best" if best else "mean"])
+        put("copy-last PSNR", name, r["copy_last"]["psnr"])
+        put("test KL (nats/frame)", name, r["kl"]["mean"])
+        put("pixel std (%)", name, 100 * r.get("diversity", {}).get("pixel_std", 0.0))
+        if "counterfactual" in r:
+            put("counterfactual PSNR", name, r["counterfactual"]["psnr"])
+            put("copy-last on it", name, r["counterfactual"]["copy_last"]["psnr"])
+    return columns
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -360,6 +391,24 @@ def read_results(results: dict[str, Any]) -> str:
         lines.append(f"The best and worst of {results['best_of_n']['n']} samples differ by "
                      f"{b['best'] - b['worst']:.2f} dB: the uncertainty its latent z carries"
                      + (" is small." if b["best"] - b["worst"] < 0.5 else "."))
+    return "\n".join(lines)
+
+
+def read_latent(results: dict[str, dict[str, Any]]) -> str:
+    """What ``compare_models``' table says about z, one sentence per model, from its numbers."""
+    lines = []
+    for name, r in results.items():
+        n, mean = r["protocol"]["samples"], r["psnr"]["mean"]
+        best = r["best_of_n"]["psnr"]["best"] if "best_of_n" in r else mean
+        line = (f"{name}: best of {n} {best:.2f} dB, {best - mean:.2f} dB above its mean over samples; "
+                f"test-time KL {r['kl']['mean']:.2f} nats per frame")
+        line += (": z carries little." if r["kl"]["mean"] < 0.1 else ": z carries part of the future.")
+        if "counterfactual" in r:
+            cf = r["counterfactual"]
+            gain = cf["psnr"] - cf["copy_last"]["psnr"]
+            line += (f" Driven by other actions it scores {cf['psnr']:.2f} dB, {abs(gain):.2f} dB "
+                     f"{'above' if gain >= 0 else 'below'} copy-last-frame on that truth.")
+        lines.append(line)
     return "\n".join(lines)
 
 

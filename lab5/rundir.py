@@ -31,6 +31,22 @@ def shipped_demo() -> Path:
     return home() / "checkpoints" / "demo"
 
 
+#: The latent preset's shipped checkpoints (README), by what they show: the learned prior with the
+#: lab's conditions, the learned prior without any (action-free), and its deterministic baseline.
+SHIPPED_LATENT = {"LP, actions+positions": "latent-actions", "LP, action-free": "latent-free",
+                  "deterministic, action-free": "latent-det"}
+
+
+def shipped_latent() -> dict[str, Path]:
+    """``SHIPPED_LATENT``'s run directories; RunDirError naming the first one missing."""
+    runs = {label: home() / "checkpoints" / name for label, name in SHIPPED_LATENT.items()}
+    for path in runs.values():
+        if not has_checkpoint(path):
+            raise RunDirError(f"{path}: the shipped {path.name} checkpoint is missing (README: "
+                              "'The shipped latent checkpoints' trains it)")
+    return runs
+
+
 # The files of a run directory. history.jsonl holds one JSON object per epoch (loss, mse, kl,
 # beta, tf_ratio, tf_used, val_psnr), then event rows such as {"event": "nonfinite", ...}.
 CONFIG, DATA_ROOT, LAST, BEST, HISTORY = "config.json", "data_root.txt", "last.pt", "best.pt", "history.jsonl"
@@ -120,11 +136,17 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[CVAE, Config, t
     return model, cfg, dev
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best") -> Path:
     """A small shippable copy of a run: its checkpoint as best.pt without the optimizer state (Adam's
-    moments double the size and only matter for resuming), config.json and history.jsonl."""
+    moments double the size and only matter for resuming), config.json and history.jsonl. ``which``:
+    "best" (``checkpoint_file``: best.pt, else last.pt) or "last", the state after the last
+    iteration (a stochastic model's single-sample validation PSNR is a poor judge of "best")."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    src = checkpoint_file(run_dir)
+    if which not in ("best", "last"):
+        raise ValueError(f"export: which must be 'best' or 'last', got {which!r}")
+    src = checkpoint_file(run_dir) if which == "best" else run_dir / LAST
+    if not src.is_file():
+        raise RunDirError(f"{src}: no checkpoint to export")
     state = load_checkpoint(src)
     state["optimizer"] = state["rng"] = None
     out_dir.mkdir(parents=True, exist_ok=True)

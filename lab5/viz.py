@@ -137,6 +137,39 @@ def plot_history(history: list[dict], title: str = "", copy_last: float | None =
     return fig
 
 
+def plot_kl_runs(histories: dict[str, list[dict]]) -> Figure:
+    """Collapsed against alive: the training KL (nats per sequence, log scale) and β of several runs
+    against the epoch, one colour per run."""
+    fig, axes = _figure(2, size=(4.6, 3.0))
+    for k, (name, history) in enumerate(histories.items()):
+        rows = [r for r in history if "epoch" in r]
+        ep = [r["epoch"] for r in rows]
+        axes[0, 0].plot(ep, [max(r["kl"], 1e-6) for r in rows], "o-", ms=3, color=f"C{k}", label=name)
+        axes[0, 1].plot(ep, [r["beta"] for r in rows], "o-", ms=3, color=f"C{k}", label=name)
+    axes[0, 0].set(xlabel="epoch", ylabel="KL (nats, sum over frames)", yscale="log", title="training KL")
+    axes[0, 1].set(xlabel="epoch", ylabel="β", yscale="log", title="β (KL weight)")
+    for ax in axes[0]:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_best_of_n(curves: dict[str, dict], copy_last: float | None = None) -> Figure:
+    """PSNR and SSIM of the best of N samples against N (log axis), one line per model
+    (``best_of_n_curve`` of ``evaluate_model``), with copy-last-frame as a line."""
+    metrics = [m for m in ("psnr", "ssim") if all(c.get(m) for c in curves.values())]
+    fig, axes = _figure(len(metrics), size=(4.6, 3.2))
+    for ax, metric in zip(axes[0], metrics):
+        for name, curve in curves.items():
+            ax.plot(curve["n"], curve[metric], "o-", ms=4, label=name)
+        if copy_last is not None and metric == "psnr":
+            ax.axhline(copy_last, color="0.4", linestyle="-.", label=f"copy last frame ({copy_last:.2f})")
+            ax.set_ylim(min(ax.get_ylim()[0], copy_last - 0.3), None)  # an axhline does not widen the axis
+        ax.set(xscale="log", xlabel="N samples per sequence", ylabel=metric.upper(),
+               title=f"best of N by mean SSIM: {metric.upper()}")
+        ax.legend(fontsize=8)
+    return fig
+
+
 def plot_schedules(panels: dict[str, dict[str, Callable[[int], float]]],
                    epochs: int | dict[str, int]) -> Figure:
     """One panel per schedule family, ``{"KL annealing β": {"monotonic": KLAnnealing(...), ...}}``: each
@@ -241,12 +274,34 @@ def plot_conditions(df) -> Figure:
     return fig
 
 
+def _strip_png(panels: np.ndarray, scale: int = 3) -> bytes:
+    """PNG bytes of ``[panels, H, W, 3]`` uint8 images side by side, 4-pixel white gaps, scaled up."""
+    gap = np.pad(panels, [(0, 0), (0, 0), (0, 4), (0, 0)], constant_values=255)
+    img = Image.fromarray(np.concatenate(gap, 1)[:, :-4])
+    buf = io.BytesIO()
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _player(n_frames: int, fps: int, controls: list, show: Callable[[int], None]):
+    """Play and a frame slider (linked in the browser with jslink) above ``controls``; ``show(t)`` draws
+    frame t and runs again whenever the slider or a control changes."""
+    import ipywidgets as widgets  # optional (the dev extra): only the notebooks' players need it
+
+    play = widgets.Play(value=0, min=0, max=n_frames - 1, interval=1000 // fps, description="play")
+    slider = widgets.IntSlider(value=0, min=0, max=n_frames - 1, description="frame t")
+    widgets.jslink((play, "value"), (slider, "value"))
+    for widget in [slider] + controls:
+        widget.observe(lambda _: show(slider.value), names="value")
+    show(0)
+    return widgets.HBox([play, slider] + controls)
+
+
 def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samples: int = 3,
                  scale: int = 3, fps: int = 4):
-    """An ipywidgets player: Play and IntSlider (linked with jslink) over frame t, and an Image
-    showing ground truth, the best sample and other samples side by side (red border:
-    predicted frames). Returns the widget box to display."""
-    import ipywidgets as widgets  # optional (the dev extra): only the notebooks' player needs it
+    """An ipywidgets player: Play and IntSlider over frame t, and an Image showing ground truth, the
+    best sample and other samples side by side (red border: predicted frames). Returns the box to display."""
+    import ipywidgets as widgets  # optional (the dev extra), as in _player
 
     rows, labels = strip_rows(truth, samples, n_past, n_samples)
     strips = np.stack(rows)                                    # [rows, T, H, W, 3]
@@ -254,22 +309,10 @@ def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samp
     psnr = psnr_per_frame(shown[1:], shown[:1].expand_as(shown[1:])).tolist()  # [samples][T]
     names = ["ground truth"] + [label.split("\n")[0] for label in labels[1:]]  # no sequence dB
     _red_border(strips[1:, n_past:])
-    strips = np.pad(strips, [(0, 0)] * 3 + [(0, 4), (0, 0)], constant_values=255)  # 4-pixel white gaps
-    T = strips.shape[1]
-
-    def png(t: int) -> bytes:
-        img = Image.fromarray(np.concatenate(strips[:, t], 1)[:, :-4])
-        buf = io.BytesIO()
-        img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
-        return buf.getvalue()
-
-    play = widgets.Play(value=0, min=0, max=T - 1, interval=1000 // fps, description="play")
-    slider = widgets.IntSlider(value=0, min=0, max=T - 1, description="frame t")
-    widgets.jslink((play, "value"), (slider, "value"))
-    image, caption = widgets.Image(value=png(0), format="png"), widgets.HTML()
+    image, caption = widgets.Image(format="png"), widgets.HTML()
 
     def show(t: int) -> None:
-        image.value = png(t)
+        image.value = _strip_png(strips[:, t], scale)
         if t < n_past:
             parts, kind = names, "conditioning frame (ground truth in every panel)"
         else:
@@ -277,6 +320,64 @@ def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samp
             kind = "predicted frame, PSNR of this frame"
         caption.value = f"<b>t = {t}</b>: {kind} &nbsp;|&nbsp; " + " &nbsp;·&nbsp; ".join(parts)
 
-    slider.observe(lambda change: show(change["new"]), names="value")
-    show(0)
-    return widgets.VBox([widgets.HBox([play, slider]), caption, image])
+    return widgets.VBox([_player(strips.shape[1], fps, [], show), caption, image])
+
+
+def spread_frames(samples: torch.Tensor) -> np.ndarray:
+    """Where samples disagree: the per-pixel standard deviation across ``[S, T, 3, H, W]`` samples,
+    averaged over colour, as ``[T, H, W, 3]`` uint8 grey (white = 0.25 or more)."""
+    std = samples.float().std(0, unbiased=False).mean(1)       # [T, H, W]
+    grey = (std / 0.25).clamp(0, 1).mul(255).round().byte().numpy()
+    return np.repeat(grey[..., None], 3, -1)
+
+
+def sample_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, scale: int = 3, fps: int = 4):
+    """Scrub frames and samples: ground truth, sample k, and the samples' per-pixel spread at frame t
+    (``truth [T,3,H,W]``, ``samples [S,T,3,H,W]``, conditioning frames included)."""
+    import ipywidgets as widgets  # optional (the dev extra), as in _player
+
+    truth_u8, samples_u8, spread = to_uint8(truth), [to_uint8(s) for s in samples], spread_frames(samples)
+    spread_mean = samples.float().std(0, unbiased=False).mean((1, 2, 3)).tolist()  # [T]
+    psnr = psnr_per_frame(samples, truth[None].expand_as(samples)).tolist()  # [S][T]
+    for s in samples_u8:
+        _red_border(s[n_past:])
+    pick = widgets.IntSlider(value=0, min=0, max=len(samples) - 1, description="sample")
+    image, caption = widgets.Image(format="png"), widgets.HTML()
+
+    def show(t: int) -> None:
+        k = pick.value
+        image.value = _strip_png(np.stack([truth_u8[t], samples_u8[k][t], spread[t]]), scale)
+        what = f"sample {k + 1}: {psnr[k][t]:.1f} dB" if t >= n_past else "conditioning frame"
+        caption.value = (f"<b>t = {t}</b>: ground truth · {what} · spread across {len(samples)} samples "
+                         f"(mean {spread_mean[t]:.3f})")
+
+    return widgets.VBox([_player(len(truth), fps, [pick], show), caption, image])
+
+
+def drive_player(model: torch.nn.Module, root: str | Path, split: str, index: int,
+                 choices: dict[str, np.ndarray], n_past: int, scale: int = 3, fps: int = 4):
+    """"Drive the robot": pick an action sequence for scene ``index`` and see the simulator's truth for
+    those actions beside the model's prediction given them (``counterfactual.drive``)."""
+    import ipywidgets as widgets  # optional (the dev extra), as in _player
+
+    from lab5.counterfactual import drive  # the simulator: only this widget replays scenes
+    cache: dict[str, tuple[np.ndarray, np.ndarray, list[float]]] = {}
+    menu = widgets.Dropdown(options=list(choices), description="actions")
+    image, caption = widgets.Image(format="png"), widgets.HTML()
+
+    def drawn(name: str) -> tuple[np.ndarray, np.ndarray, list[float]]:
+        if name not in cache:
+            truth, pred = drive(model, root, split, index, choices[name], n_past)
+            psnr = psnr_per_frame(pred[None], truth[None])[0].tolist()
+            pred_u8 = to_uint8(pred)
+            _red_border(pred_u8[n_past:])
+            cache[name] = to_uint8(truth), pred_u8, psnr
+        return cache[name]
+
+    def show(t: int) -> None:
+        truth, pred, psnr = drawn(menu.value)
+        image.value = _strip_png(np.stack([truth[t], pred[t]]), scale)
+        what = f"prediction {psnr[t]:.1f} dB" if t >= n_past else "conditioning frame"
+        caption.value = f"<b>t = {t}</b>, {menu.value}: simulator's truth · model's {what}"
+
+    return widgets.VBox([_player(len(next(iter(choices.values()))), fps, [menu], show), caption, image])

@@ -34,11 +34,13 @@ import lab5
 from lab5.config import RUNTIME_FIELDS, Config, ConfigError, coerce, field_value, make_config
 from lab5.data.layout import DatasetError
 from lab5.display import history_table, plot_style, save_figure, show_image, show_path, table
-from lab5.evaluate import save_json
+from lab5.counterfactual import counterfactual
+from lab5.evaluate import evaluate_model, save_json
 from lab5.hardware import resolve_device, resolve_precision
 from lab5.models.cvae import CVAE
 from lab5.rundir import RunDirError, has_checkpoint, home, load_model, shipped_demo
 from lab5.sim import embedded_root
+from lab5.sim.generate import MANIFEST
 
 # Each notebook's declared parameters (its ``parameters`` cell) with their defaults;
 # tests/test_workbook.py checks them against the notebooks themselves.
@@ -49,12 +51,14 @@ NOTEBOOKS: dict[str, dict[str, Any]] = {
     "04_training": {"preset": "demo", "data_root": None, "run_dir": None, "seed": None,
                     "epochs": None, "interactive": True, "figures_dir": None},
     "05_evaluation": {"preset": "demo", "data_root": None, "run_dir": None, "samples": 3,
-                      "max_sequences": 0, "interactive": True, "figures_dir": None},
+                      "max_sequences": 0, "interactive": True, "figures_dir": None,
+                      "latent_samples": 20, "latent_sequences": 64},
 }
 # Types of the parameters that are not Config fields ("path": a str, a Path or None), and their minimum.
 PARAM_TYPES: dict[str, Any] = {"preset": str, "data_root": "path", "run_dir": "path", "figures_dir": "path",
-                               "interactive": bool, "samples": int, "max_sequences": int}
-PARAM_MIN = {"samples": 1, "max_sequences": 0}
+                               "interactive": bool, "samples": int, "max_sequences": int,
+                               "latent_samples": int, "latent_sequences": int}
+PARAM_MIN = {"samples": 1, "max_sequences": 0, "latent_samples": 1, "latent_sequences": 2}
 CONFIG_FIELDS = frozenset(f.name for f in fields(Config))
 
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
@@ -121,6 +125,8 @@ class NotebookParams:
     interactive: bool = True
     samples: int = 3
     max_sequences: int = 0
+    latent_samples: int = 20     # 05's latent section: samples per sequence ...
+    latent_sequences: int = 64   # ... on the first test sequences
 
     @property
     def name(self) -> str:
@@ -213,7 +219,8 @@ def validate_params(notebook: str, values: dict[str, Any]) -> NotebookParams:
     run_dir = own.get("run_dir")
     if run_dir is None and notebook == "04_training":
         run_dir = home() / "runs" / run_name(own["preset"], overrides, own.get("data_root"))
-    extra = {k: own[k] for k in ("interactive", "samples", "max_sequences") if k in own}
+    extra = {k: own[k] for k in ("interactive", "samples", "max_sequences", "latent_samples", "latent_sequences")
+             if k in own}
     return NotebookParams(notebook=notebook, cfg=cfg, preset=own["preset"], overrides=overrides,
                           data_root=own.get("data_root"), run_dir=run_dir,
                           figures_dir=Path(own.get("figures_dir") or home() / "figures"), **extra)
@@ -267,5 +274,21 @@ def evaluation_run(params: NotebookParams) -> tuple[CVAE, Config, Path, torch.de
     return model, cfg, src, device
 
 
+def latent_results(params: NotebookParams, models: dict[str, CVAE], data: Any, root: Path,
+                   device: torch.device) -> dict[str, dict[str, Any]]:
+    """05's latent section: each model under the lab protocol with ``latent_samples`` samples on the
+    first ``latent_sequences`` test sequences, plus counterfactual actions for the models that read
+    actions (on the embedded data, which the simulator can replay)."""
+    replayable = (Path(root) / MANIFEST).is_file()
+    out = {}
+    for label, model in models.items():
+        out[label] = evaluate_model(model, data, "lab", samples=params.latent_samples, seed=0, device=device,
+                                    max_sequences=params.latent_sequences, progress=False)
+        if model.cfg.condition != "none" and replayable:
+            out[label]["counterfactual"] = counterfactual(model, data, root, "test", "lab", 0, device,
+                                                          params.latent_sequences)
+    return out
+
+
 __all__ = ["NOTEBOOKS", "NotebookParams", "setup", "params", "validate_params", "data_root", "evaluation_run",
-           "save_results", "save_figure", "show_image", "show_path", "table", "history_table", "run_name"]
+           "save_results", "latent_results", "save_figure", "show_image", "show_path", "table", "history_table", "run_name"]

@@ -462,13 +462,14 @@ def test_committed_notebook_shows_its_plots(browser, lab, tmp_path, name):
 
 # 05's parameters for the browser run (papermill-injected into the temp copy): the real code
 # path on fewer test sequences, figures into tmp (the committed figures/ stay as they are).
-EVAL_PARAMETERS: dict = {"interactive": True, "max_sequences": 16}
+EVAL_PARAMETERS: dict = {"interactive": True, "max_sequences": 16, "latent_samples": 5, "latent_sequences": 8}
 
 
 @pytest.mark.timeout(300)
 def test_05_evaluation(browser, lab, tmp_path):
-    """Run All of 05 in Chromium: no error anywhere, the frame player renders, and pressing
-    Play moves the slider and (through the kernel) the caption; screenshot kept in figures/."""
+    """Run All of 05 in Chromium: no error anywhere, the frame player renders, pressing Play moves the
+    slider and (through the kernel) the caption, and the latent section's two players render and the
+    drive menu answers; screenshot kept in figures/."""
     src = NOTEBOOKS / "05_evaluation.ipynb"
     if not src.exists():
         pytest.skip(f"{src} not written yet")
@@ -489,6 +490,13 @@ def test_05_evaluation(browser, lab, tmp_path):
         frame = _check_widget_plays(page)
         # the caption is rewritten by the kernel's slider.observe callback: a round trip
         page.wait_for_selector(f".widget-html :text('t = {frame}')", timeout=30_000)
+        # the latent section's players: samples of the action-free model, and "drive the robot",
+        # whose menu makes the kernel replay the scene with other actions and predict again
+        assert page.locator(".jupyter-widgets.widget-play").count() == 3
+        menu = page.locator(".widget-dropdown select").first
+        menu.scroll_into_view_if_needed()
+        menu.select_option(label="drive down")
+        page.wait_for_selector(".widget-html :text('drive down')", timeout=30_000)
         shot = _screenshot(page, "browser_05_evaluation.png", tmp_path)
         if FIGURES.is_dir() and os.access(FIGURES, os.W_OK):
             shutil.copyfile(shot, FIGURES / shot.name)

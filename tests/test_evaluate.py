@@ -193,6 +193,11 @@ def test_export_drops_the_optimizer_and_evaluates_like_its_source(smoke_run: Pat
     results = [evaluate_model(load_model(d)[0], data, "lab", samples=2, seed=1, progress=False)
                for d in (smoke_run, out)]
     assert results[0] == results[1]  # the same weights, the same numbers, to the last bit
+    last = tmp_path / "last"
+    r = lab5_cli("export", "--run-dir", smoke_run, "--out", last, "--checkpoint", "last")
+    assert r.returncode == 0, r.stderr
+    state = load_checkpoint(last / "best.pt")
+    assert state["optimizer"] is None and state["iteration"] == load_checkpoint(smoke_run / "last.pt")["iteration"]
 
 
 def test_generate_writes_a_gif_of_truth_and_samples(smoke_run: Path, tiny_root: Path, tmp_path: Path,

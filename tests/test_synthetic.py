@@ -196,10 +196,13 @@ def test_objects_move_only_when_pushed() -> None:
         step = np.linalg.norm(np.diff(pos, axis=0), axis=-1) + np.abs(np.diff(ang, axis=0))  # [T-1, N]
         # Sub-pixel settling out of a wall after a squeeze is allowed (0.02 px).
         for t, j in zip(*np.nonzero(step > 0.02)):
-            # Moving at frame t+1 needs a push (gripper, another object, or a
-            # wall undoing an overlap) in that step or the one before:
-            # friction stops a released object within a frame.
-            assert touched[t + 1, j] or touched[t, j], (i, t, j)
+            # Moving at frame t+1 needs a push (gripper, another object, or a wall undoing an
+            # overlap) in that step or before; since the last push, the object only slows
+            # down (its hidden friction decides how fast it stops).
+            pushed = np.nonzero(touched[:t + 2, j])[0]
+            assert len(pushed) and t + 1 - pushed[-1] < 8, (i, t, j)  # friction stops it within 8 frames
+            since = step[max(pushed[-1] - 1, 0):t + 1, j]
+            assert np.all(np.diff(since[1:]) <= 0.02), (i, t, j, since)
         moved_seqs += np.linalg.norm(pos[-1] - pos[0], axis=-1).max() > 1.0
         # Objects stay in the bin (walls are pymunk shapes; at most a sliver of overlap).
         u0, v0, u1, v1 = S.FLOOR

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import multiprocessing.pool
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -32,7 +33,7 @@ from lab5.sim.render import render_states
 from lab5.sim.world import IMG, N_FRAMES, simulate_states
 
 SHARD = 256  # sequences per traj_<a>_to_<b> folder, as in BAIR's TFRecords
-FORMAT_VERSION = 1  # bump when the generator changes what it writes
+FORMAT_VERSION = 2  # bump when the generator changes what it writes (2: hidden masses and frictions)
 # The generator's name as recorded in every manifest already on disk; it takes part in the
 # "same set?" comparison, so it stays as written when the module moved.
 GENERATOR = "lab5.data.synthetic"
@@ -166,5 +167,21 @@ def embedded_root(evaluation: bool = False) -> Path:
     """The embedded simulated dataset, generated on first use (deterministic from its seed)."""
     seed = EVAL_SEED if evaluation else TRAIN_SEED
     root = home() / "data" / (f"embedded-eval-seed{seed}" if evaluation else f"embedded-seed{seed}")
+    drop_outdated(root)
     make_synthetic(root, seed=seed)
     return root
+
+
+def drop_outdated(root: Path) -> bool:
+    """Delete ``root`` if it holds a synthetic set of an older ``FORMAT_VERSION`` (an embedded set is
+    lab5's own cache, not the user's data, so it is generated again); True if it did."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        return False
+    old = json.loads(manifest.read_text())
+    if old.get("generator") != GENERATOR or old.get("format_version", 0) >= FORMAT_VERSION:
+        return False
+    print(f"{root}: embedded set of format {old.get('format_version')} is outdated "
+          f"(now {FORMAT_VERSION}); generating it again")
+    shutil.rmtree(root)
+    return True

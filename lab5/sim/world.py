@@ -20,7 +20,7 @@ to BAIR-like metres (0.0125 m per pixel): x down the image in [0.40, 0.825], y t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -43,6 +43,7 @@ Z_DOWN, Z_UP = 0.20, 0.31
 Z_STEP = {0: -0.025, 1: 0.0, 2: 0.03}  # per frame, by height command
 Z_CONTACT = 0.235  # above this the gripper clears the objects
 ACTION_CLIP = 0.075
+ACTION_COLUMNS = 4  # x, y step (metres per held pair), gripper closure, height command
 SPEED = (0.015, 0.045)  # policy drift, metres per held pair
 NOISE = 0.03  # policy jitter (std), metres per held pair
 
@@ -54,6 +55,10 @@ WALL_SLOP = 0.15  # px of wall overlap that counts as the wall pushing (pymunk's
 DT_FRAME = 0.1  # simulated seconds per video frame
 SUBSTEPS = 4
 FRICTION_ACC = 700.0  # px/s^2: how fast table friction stops a sliding object
+# Ranges of the hidden per-object properties (log-uniform): density (mass per area) and friction (a
+# multiple of FRICTION_ACC: at 0.08 a pushed object slides on for several frames, at 1 it stops at once).
+DENSITY = (0.5, 4.0)
+FRICTION = (0.08, 1.0)
 SHOULDER = (32.0, -22.0)  # arm base, above the image
 ELBOW_FOLLOW = 0.35  # how much the elbow follows the gripper sideways
 
@@ -75,6 +80,7 @@ class ObjectSpec:
     colour: tuple[int, int, int]
     accent: tuple[int, int, int]
     density: float
+    friction: float = 1.0  # table friction, a multiple of FRICTION_ACC
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,13 @@ def make_scene(seed: int) -> Scene:
                 positions.append(p)
                 break
     angles = tuple(float(a) for a in rng.uniform(0, 2 * np.pi, len(objects)))
+    # Hidden properties, which no frame and no action shows: each object's mass (density) and how far
+    # it slides on the table once a push ends. They make a push's outcome uncertain from two frames
+    # and the actions, as in real BAIR. A stream of their own: the visible scene stays as it was.
+    hidden = np.random.default_rng(np.random.SeedSequence([int(seed), 2]))
+    objects = [replace(o, density=float(d), friction=float(f)) for o, d, f in zip(
+        objects, np.exp(hidden.uniform(np.log(DENSITY[0]), np.log(DENSITY[1]), len(objects))),
+        np.exp(hidden.uniform(np.log(FRICTION[0]), np.log(FRICTION[1]), len(objects))))]
     # Start the gripper anywhere in its workspace but clear of the objects, so that nothing is
     # shoved by an initial overlap.
     g = (float(rng.uniform(WORK[0], WORK[2])), float(rng.uniform(WORK[1], WORK[3])))
@@ -240,11 +253,11 @@ class _World:
         static = self.space.static_body
         pivot = pymunk.PivotJoint(static, body, (0, 0), (0, 0))
         pivot.max_bias = 0.0
-        pivot.max_force = body.mass * FRICTION_ACC
+        pivot.max_force = body.mass * FRICTION_ACC * spec.friction
         gear = pymunk.GearJoint(static, body, 0.0, 1.0)
         gear.max_bias = 0.0
         # Friction torque of a uniformly pressed disc: mu*m*g * (2/3) r.
-        gear.max_force = body.mass * FRICTION_ACC * (2.0 / 3.0) * spec.radius
+        gear.max_force = body.mass * FRICTION_ACC * spec.friction * (2.0 / 3.0) * spec.radius
         self.space.add(pivot, gear)
         self.bodies.append(body)
         self.shapes.append(shape)
@@ -351,10 +364,10 @@ def simulate_states(seed: int, n_frames: int = N_FRAMES, actions: np.ndarray | N
     policy = _Policy(seed) if actions is None else None
     if actions is not None:
         actions = np.asarray(actions, np.float32)
-        if actions.shape != (n_frames, 4):
-            raise ValueError(f"actions must have shape ({n_frames}, 4), got {actions.shape}")
+        if actions.shape != (n_frames, ACTION_COLUMNS):
+            raise ValueError(f"actions must have shape ({n_frames}, {ACTION_COLUMNS}), got {actions.shape}")
     n_obj = len(scene.objects)
-    out_actions = np.zeros((n_frames, 4), np.float32)
+    out_actions = np.zeros((n_frames, ACTION_COLUMNS), np.float32)
     grip = np.zeros((n_frames, 2))
     zs = np.zeros(n_frames)
     closure = np.zeros(n_frames)

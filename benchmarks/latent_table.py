@@ -1,0 +1,101 @@
+"""Benchmark: the README's table of what z and the actions do, for the shipped checkpoints.
+
+Evaluates checkpoints/demo and the three latent-* checkpoints under the lab protocol (2 -> 10
+frames, prior z, predictions fed back) on the embedded evaluation set (a seed not used in
+training), with ``--samples`` samples per sequence, plus counterfactual actions for the models that
+read actions. Prints a markdown table and the issue's "done when" checks, and writes every
+result as JSON.
+
+    python benchmarks/latent_table.py --samples 20 --json benchmarks/results/latent_table.json
+
+``--runs`` evaluates some of the checkpoints (labels separated by ";") and merges them into the
+JSON file's results from an earlier call; the table and checks cover whatever the file then holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--max-sequences", type=int, default=0, help="0: the whole test split")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", default="", help="labels to evaluate, separated by ';' (default all), merged into --json")
+    args = parser.parse_args()
+
+    import torch
+
+    from lab5.counterfactual import counterfactual
+    from lab5.data.dataset import BairDataset
+    from lab5.evaluate import PROTOCOLS, compare_models, evaluate_model
+    from lab5.rundir import load_model, shipped_demo, shipped_latent
+    from lab5.sim import embedded_root
+
+    torch.set_num_threads(args.threads)
+    root = embedded_root(evaluation=True)
+    data = BairDataset(root, "test", n_frames=PROTOCOLS["lab"].n_frames)
+    runs = {"demo (fixed prior, beta -> 1)": shipped_demo(), **shipped_latent()}
+    chosen = [r.strip() for r in args.runs.split(";") if r.strip()] or list(runs)
+    unknown = [r for r in chosen if r not in runs]
+    if unknown:
+        parser.error(f"--runs: unknown {unknown} (known: {', '.join(runs)})")
+    earlier = json.loads(args.json.read_text()) if args.runs and args.json and args.json.is_file() else {}
+    if earlier and earlier["samples"] != args.samples:
+        parser.error(f"{args.json} holds results of {earlier['samples']} samples, not {args.samples}")
+    results, seconds = earlier.get("results", {}), earlier.get("seconds", {})
+    for label in chosen:
+        path = runs[label]
+        t0 = time.perf_counter()
+        model, _, _ = load_model(path)
+        r = evaluate_model(model, data, "lab", samples=args.samples, seed=0, max_sequences=args.max_sequences,
+                           progress=False)
+        if model.cfg.condition != "none":
+            r["counterfactual"] = counterfactual(model, data, root, "test", "lab", 0, max_sequences=args.max_sequences)
+        results[label], seconds[label] = r, time.perf_counter() - t0
+        print(f"{label}: {seconds[label]:.0f} s", flush=True)
+
+    results = {label: results[label] for label in runs if label in results}  # the table's row order
+    table = compare_models(results)
+    print("\n| model | " + " | ".join(table) + " |")
+    print("|---" * (len(table) + 1) + "|")
+    for label in results:
+        cells = [f"{v:.2f}" if isinstance(v, float) else str(v)
+                 for v in (table[col].get(label, "–") for col in table)]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+    checks = done_when(results) if len(results) == len(runs) else {}
+    print()
+    for name, value in checks.items():
+        print(f"{name}: {value:.3f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"samples": args.samples, "data": str(root), "seconds": seconds,
+                                         "checks": checks, "results": results}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def done_when(results: dict) -> dict[str, float]:
+    """The issue's targets, as measured differences (each line names its threshold)."""
+    free, det = results["LP, action-free"], results["deterministic, action-free"]
+    cond = results["LP, actions+positions"]
+    best_free = free["best_of_n"]["psnr"]["best"]
+    checks = {
+        "action-free LP: best-of-N - mean (>= 1.0 dB)": best_free - free["psnr"]["mean"],
+        "action-free LP: best-of-N - deterministic (>= 0.5 dB)": best_free - det["psnr"]["mean"],
+        "action-free LP: test-time KL, nats per frame (> 0)": free["kl"]["mean"],
+        "LP actions+positions: counterfactual - copy-last (>= 3 dB)":
+            cond["counterfactual"]["psnr"] - cond["counterfactual"]["copy_last"]["psnr"],
+        "LP actions+positions: factual - copy-last (>= 4 dB)": cond["psnr"]["mean"] - cond["copy_last"]["psnr"],
+    }
+    return checks
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
