@@ -31,9 +31,9 @@ def main() -> int:
 
     import torch
 
-    from lab5.counterfactual import counterfactual
+    from lab5.counterfactual import evaluate_with_counterfactual
     from lab5.data.dataset import BairDataset
-    from lab5.evaluate import PROTOCOLS, compare_models, evaluate_model
+    from lab5.evaluate import PROTOCOLS, compare_models
     from lab5.rundir import load_model, shipped_demo, shipped_latent
     from lab5.sim import embedded_root
 
@@ -53,11 +53,8 @@ def main() -> int:
         path = runs[label]
         t0 = time.perf_counter()
         model, _, _ = load_model(path)
-        r = evaluate_model(model, data, "lab", samples=args.samples, seed=0, max_sequences=args.max_sequences,
-                           progress=False)
-        if model.cfg.condition != "none":
-            r["counterfactual"] = counterfactual(model, data, root, "test", "lab", 0, max_sequences=args.max_sequences)
-        results[label], seconds[label] = r, time.perf_counter() - t0
+        results[label] = evaluate_with_counterfactual(model, data, root, args.samples, args.max_sequences)
+        seconds[label] = time.perf_counter() - t0
         print(f"{label}: {seconds[label]:.0f} s", flush=True)
 
     results = {label: results[label] for label in runs if label in results}  # the table's row order

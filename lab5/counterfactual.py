@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 from lab5.data.dataset import frames_to_tensor
 from lab5.data.layout import DatasetError
-from lab5.evaluate import Protocol, ShuffledConditions, copy_last, generate, get_protocol, psnr_per_frame, ssim_per_frame
+from lab5.evaluate import (Protocol, ShuffledConditions, copy_last, evaluate_model, generate, get_protocol, psnr_per_frame,
+                           ssim_per_frame)
 from lab5.models.cvae import CVAE
 from lab5.sim.generate import MANIFEST, sequence_seed, simulate_sequence
 from lab5.sim.world import ACTION_COLUMNS
@@ -110,3 +111,14 @@ def counterfactual(model: CVAE, dataset: Dataset, root: str | Path, split: str =
                           "ssim": float(ssim_per_frame(copy, truth).mean())},
             "sequences": len(x), "what": "each test scene re-simulated from its own start with another "
                                          "sequence's actions; the model given those actions (and positions)"}
+
+
+def evaluate_with_counterfactual(model: CVAE, dataset: Dataset, root: str | Path, samples: int,
+                                 max_sequences: int = 0, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """``evaluate_model`` under the lab protocol (seed 0), plus ``counterfactual`` for a model that reads
+    actions when ``root`` is embedded data the simulator can replay (it has a ``SYNTHETIC.json``)."""
+    results = evaluate_model(model, dataset, "lab", samples=samples, seed=0, device=device,
+                             max_sequences=max_sequences, progress=False)
+    if model.cfg.condition != "none" and (Path(root) / MANIFEST).is_file():
+        results["counterfactual"] = counterfactual(model, dataset, root, "test", "lab", 0, device, max_sequences)
+    return results

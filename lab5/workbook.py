@@ -34,13 +34,12 @@ import lab5
 from lab5.config import RUNTIME_FIELDS, Config, ConfigError, coerce, field_value, make_config
 from lab5.data.layout import DatasetError
 from lab5.display import history_table, plot_style, save_figure, show_image, show_path, table
-from lab5.counterfactual import counterfactual
-from lab5.evaluate import evaluate_model, save_json
+from lab5.counterfactual import evaluate_with_counterfactual
+from lab5.evaluate import save_json
 from lab5.hardware import resolve_device, resolve_precision
 from lab5.models.cvae import CVAE
 from lab5.rundir import RunDirError, has_checkpoint, home, load_model, shipped_demo
 from lab5.sim import embedded_root
-from lab5.sim.generate import MANIFEST
 
 # Each notebook's declared parameters (its ``parameters`` cell) with their defaults;
 # tests/test_workbook.py checks them against the notebooks themselves.
@@ -279,15 +278,8 @@ def latent_results(params: NotebookParams, models: dict[str, CVAE], data: Any, r
     """05's latent section: each model under the lab protocol with ``latent_samples`` samples on the
     first ``latent_sequences`` test sequences, plus counterfactual actions for the models that read
     actions (on the embedded data, which the simulator can replay)."""
-    replayable = (Path(root) / MANIFEST).is_file()
-    out = {}
-    for label, model in models.items():
-        out[label] = evaluate_model(model, data, "lab", samples=params.latent_samples, seed=0, device=device,
-                                    max_sequences=params.latent_sequences, progress=False)
-        if model.cfg.condition != "none" and replayable:
-            out[label]["counterfactual"] = counterfactual(model, data, root, "test", "lab", 0, device,
-                                                          params.latent_sequences)
-    return out
+    return {label: evaluate_with_counterfactual(model, data, root, params.latent_samples, params.latent_sequences,
+                                                device) for label, model in models.items()}
 
 
 __all__ = ["NOTEBOOKS", "NotebookParams", "setup", "params", "validate_params", "data_root", "evaluation_run",
