@@ -31,9 +31,18 @@ RESUMABLE_FIELDS = RUNTIME_FIELDS + ("lr", "grad_clip")
 ARCH_FIELDS = ("arch", "nf", "g_dim", "z_dim", "rnn_size", "predictor_rnn_layers",
                "posterior_rnn_layers", "prior_rnn_layers", "prior", "condition")
 
+#: What the predictor may be given, from the same data files; the one place these names are spelled.
+CONDITIONS: dict[str, str] = {
+    "actions+positions": "every frame's action and end-effector position (the lab's: the arm's future is given)",
+    "actions+start": "every frame's action, the end-effector position of the conditioning frames only "
+                     "(Finn et al. 2016, SAVP: the arm's future must come from the actions)",
+    "actions": "every frame's action, no position",
+    "none": "nothing (action-free, SVG's BAIR setting)",
+}
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "arch": ("vgg64", "dcgan64"),
-    "condition": ("actions+positions", "actions", "none"),
+    "condition": tuple(CONDITIONS),
     "prior": ("fixed", "learned", "none"),
     "kl_mode": ("monotonic", "cyclical", "off"),
     "step": ("reference", "exact", "fast"),
@@ -117,8 +126,8 @@ class Config:
     prior_rnn_layers: int = 1
     prior: str = "fixed"         # fixed N(0, I) (SVG-FP), learned (SVG-LP), none (deterministic)
     last_frame_skip: bool = False
-    # What the predictor is conditioned on: the lab's actions and end-effector positions, the
-    # actions alone, or nothing (action-free, SVG's BAIR setting). The data files are the same.
+    # What the predictor is conditioned on (CONDITIONS): the lab's actions and end-effector positions,
+    # the actions with the conditioning frames' positions, the actions alone, or nothing.
     condition: str = "actions+positions"
     # Which frame's skips the predicted frames take (without last_frame_skip): "svg", x[n_past-2] as
     # SVG and the report's Listing 2.7; "last", the last conditioning frame x[n_past-1].

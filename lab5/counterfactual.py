@@ -1,7 +1,11 @@
-"""Counterfactual actions on the embedded data: each test scene is re-simulated from its own initial
-state with another sequence's actions, and the model, given those actions (and the end-effector
-positions they lead to, when its condition uses them), is scored against the re-simulated truth.
-A model that ignores the actions stays near copy-last-frame there."""
+"""Counterfactual actions on the embedded data: each test scene is re-simulated from its own start,
+with its own actions up to the last conditioning frame (so the conditioning frames are the same) and
+from there on with the actions of the same random pushing policy on another random stream. The
+policy aims at this scene's objects, so about as many counterfactual futures push an object as real
+ones do (``contact_fraction`` measures both). The model, given the new actions (and the positions
+they lead to, when its condition reads them), is scored against the re-simulated truth, beside two
+baselines on that truth: copy-last-frame, and the same model given the factual conditions, the
+prediction of a model that ignores the new actions."""
 
 from __future__ import annotations
 
@@ -15,11 +19,15 @@ from torch.utils.data import Dataset
 
 from lab5.data.dataset import frames_to_tensor
 from lab5.data.layout import DatasetError
-from lab5.evaluate import (Protocol, ShuffledConditions, copy_last, evaluate_model, generate, get_protocol, psnr_per_frame,
-                           ssim_per_frame)
+from lab5.evaluate import (Protocol, changed_scores, copy_last, evaluate_model, generate, get_protocol,
+                           psnr_per_frame, ssim_per_frame)
 from lab5.models.cvae import CVAE
 from lab5.sim.generate import MANIFEST, sequence_seed, simulate_sequence
-from lab5.sim.world import ACTION_COLUMNS
+from lab5.sim.render import render_states
+from lab5.sim.world import ACTION_COLUMNS, simulate_states
+
+#: The policy stream the counterfactual actions come from (0 is the data's own).
+COUNTERFACTUAL_STREAM = 1
 
 
 def embedded_seed(root: str | Path) -> int:
@@ -32,20 +40,38 @@ def embedded_seed(root: str | Path) -> int:
                            f"names the seed to re-simulate from): {type(exc).__name__}: {exc}") from None
 
 
-def counterfactual_data(dataset: Dataset, root: str | Path, split: str, protocol: Protocol, seed: int = 0,
-                        max_sequences: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames ``[N,T,3,H,W]`` and conditions ``[N,T,A+P]`` of each scene re-simulated with the actions
-    of another sequence (the derangement ``ShuffledConditions`` uses). Simulating the first scene must
-    give back its frames: otherwise ``root`` is not what this simulator wrote."""
+def counterfactual_actions(seed: int, n_frames: int, n_past: int) -> np.ndarray:
+    """``[T, 4]``: the scene's own actions before frame n_past−1 (they make the conditioning frames),
+    then the policy's on ``COUNTERFACTUAL_STREAM``."""
+    own = simulate_states(seed, n_frames)["actions"]
+    other = simulate_states(seed, n_frames, policy_stream=COUNTERFACTUAL_STREAM)["actions"]
+    return np.concatenate([own[:n_past - 1], other[n_past - 1:]])
+
+
+def counterfactual_data(dataset: Dataset, root: str | Path, split: str, protocol: Protocol,
+                        max_sequences: int = 0) -> dict[str, Any]:
+    """The counterfactual futures of the first ``max_sequences`` (0: all) scenes: ``x [N,T,3,H,W]`` and
+    ``c [N,T,A+P]`` (the new actions and the positions they lead to), ``factual_c`` (the data's
+    conditions) and ``contact_fraction`` (the share of scenes in which an object is pushed in frames
+    1..T−1, real and counterfactual). Simulating the first scene must give back its frames: otherwise
+    ``root`` is not what this simulator wrote."""
     base, T = embedded_seed(root), protocol.n_frames
     n = min(max_sequences or len(dataset), len(dataset))
-    source = ShuffledConditions(dataset, seed).source
     own, _, _ = simulate_sequence(sequence_seed(base, split, 0), T)
     if not torch.equal(frames_to_tensor(own.transpose(0, 3, 1, 2)), dataset[0][0][:T]):
         raise DatasetError(f"{root}: simulating {split} sequence 0 of seed {base} does not reproduce its frames "
                            "(not the embedded set this simulator generates)")
-    pairs = [resimulate(base, split, i, dataset[int(source[i])][1][:T, :ACTION_COLUMNS].numpy()) for i in range(n)]
-    return torch.stack([x for x, _ in pairs]), torch.stack([c for _, c in pairs])
+    xs, cs, real, new = [], [], [], []
+    for i in range(n):
+        seed = sequence_seed(base, split, i)
+        st = simulate_states(seed, T, actions=counterfactual_actions(seed, T, protocol.n_past))
+        xs.append(frames_to_tensor(render_states(st).transpose(0, 3, 1, 2)))
+        cs.append(torch.from_numpy(np.concatenate([st["actions"], st["endeffector"]], 1)))
+        new.append(bool(st["touched"][1:].any()))
+        real.append(bool(simulate_states(seed, T)["touched"][1:].any()))
+    return {"x": torch.stack(xs), "c": torch.stack(cs),
+            "factual_c": torch.stack([dataset[i][1][:T] for i in range(n)]),
+            "contact_fraction": {"real": float(np.mean(real)), "counterfactual": float(np.mean(new))}}
 
 
 def resimulate(base_seed: int, split: str, index: int, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,18 +125,32 @@ def drive(model: CVAE, root: str | Path, split: str, index: int, actions: np.nda
 def counterfactual(model: CVAE, dataset: Dataset, root: str | Path, split: str = "test",
                    protocol: str | Protocol = "lab", seed: int = 0, device: str | torch.device = "cpu",
                    max_sequences: int = 0) -> dict[str, Any]:
-    """The model's PSNR and SSIM on the counterfactual truth (one prior sample), and copy-last-frame's."""
+    """On the counterfactual truth: the model given the new actions (one prior sample), the same model
+    given the factual conditions (same noise), and copy-last-frame; whole-frame PSNR and SSIM and
+    changed-pixel PSNR (``evaluate.changed_scores``) for each."""
     p = get_protocol(protocol)
-    x, c = counterfactual_data(dataset, root, split, p, seed, max_sequences)
+    data = counterfactual_data(dataset, root, split, p, max_sequences)
+    x = data["x"]
     model.eval()
-    pred = generate(model, x.to(device), c.to(device), p.n_past, p.n_future,
-                    torch.Generator(device=device).manual_seed(seed)).cpu()
-    copy, truth = copy_last(x, p.n_past, p.n_future)
-    return {"psnr": float(psnr_per_frame(pred, truth).mean()), "ssim": float(ssim_per_frame(pred, truth).mean()),
-            "copy_last": {"psnr": float(psnr_per_frame(copy, truth).mean()),
-                          "ssim": float(ssim_per_frame(copy, truth).mean())},
-            "sequences": len(x), "what": "each test scene re-simulated from its own start with another "
-                                         "sequence's actions; the model given those actions (and positions)"}
+    preds = {name: generate(model, x.to(device), c.to(device), p.n_past, p.n_future,
+                            torch.Generator(device=device).manual_seed(seed)).cpu()
+             for name, c in (("model", data["c"]), ("factual_conditions", data["factual_c"]))}
+    preds["copy_last"], truth = copy_last(x, p.n_past, p.n_future)
+    changed = changed_scores(x[:, p.n_past - 1], truth, preds)
+
+    def scores(name: str, ssim: bool = True) -> dict[str, float]:
+        out = {"psnr": float(psnr_per_frame(preds[name], truth).mean()),
+               "changed_psnr": changed[name]["psnr"]["mean"]}
+        return {**out, "ssim": float(ssim_per_frame(preds[name], truth).mean())} if ssim else out
+
+    return {**scores("model"), "copy_last": scores("copy_last"),
+            "factual_conditions": scores("factual_conditions", ssim=False),
+            "changed_fraction": changed["fraction"], "contact_fraction": data["contact_fraction"],
+            "sequences": len(x),
+            "what": "each test scene re-simulated from its own start, its own actions up to the last conditioning "
+                    "frame and then another push of the same random policy; the model given those actions (and "
+                    "positions); factual_conditions: the same model given the data's conditions (it ignores the "
+                    "new actions)"}
 
 
 def evaluate_with_counterfactual(model: CVAE, dataset: Dataset, root: str | Path, samples: int,

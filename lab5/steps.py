@@ -58,6 +58,7 @@ def reference_step(model: nn.Module, x: torch.Tensor, c: torch.Tensor, beta: flo
                    teacher_forcing: bool, n_past: int) -> Loss:
     """The lab's training loop, one frame at a time, two encoder calls per step."""
     T, B = x.shape[:2]
+    c = model.visible_condition(c, n_past)
     hidden = model.init_hidden(B, x.device)
     mse = kld = x.new_zeros((), dtype=torch.float32)
     x_pred, skip = x[0], None
@@ -89,6 +90,7 @@ def exact_step(model: nn.Module, x: torch.Tensor, c: torch.Tensor, beta: float,
     """The reference's maths with each ground-truth frame encoded once (and, under teacher forcing,
     the decoder run once over all predictions, after the loop)."""
     T, B = x.shape[:2]
+    c = model.visible_condition(c, n_past)
     h_all, skips = encode_all(model, x, per_frame_bn or not teacher_forcing)
     hidden = model.init_hidden(B, x.device)
     mse = kld = x.new_zeros((), dtype=torch.float32)

@@ -76,10 +76,22 @@ def model_and_data(smoke_run: Path, tiny_root: Path):
     return model, cfg, data, x, c
 
 
-def test_generate_protocol(model_and_data, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module", params=["fixed", "learned"])
+def any_prior(request, model_and_data):
+    """The trained smoke model (fixed prior), and an untrained smoke model with SVG-LP's learned prior."""
+    model, cfg, data, x, c = model_and_data
+    if request.param == "learned":
+        from lab5.models.cvae import CVAE
+        torch.manual_seed(2)
+        cfg = cfg.replace(prior="learned")
+        model = CVAE(cfg, c.shape[-1]).eval()
+    return model, cfg, data, x, c
+
+
+def test_generate_protocol(any_prior, monkeypatch: pytest.MonkeyPatch) -> None:
     """Posterior z on conditioning frames (fed the encoding of the frame), prior z on predicted
     frames, predictions fed back: the ground truth after the conditioning frames is never seen."""
-    model, cfg, _, x, c = model_and_data
+    model, cfg, _, x, c = any_prior
     n_past, n_future = cfg.n_past, cfg.n_future
 
     def run(x_, c_, seed=0):
@@ -105,9 +117,70 @@ def test_generate_protocol(model_and_data, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(model, "posterior", lambda h, *a: (calls.append(("posterior", h)), posterior(h, *a))[1])
     monkeypatch.setattr(model, "prior", lambda h, *a: (calls.append(("prior", h)), prior(h, *a))[1])
     run(x, c)
-    # Fixed prior: the posterior for steps 1..n_past-1, then the prior for each predicted frame.
-    assert [name for name, _ in calls] == ["posterior"] * (n_past - 1) + ["prior"] * n_future
+    if cfg.prior == "fixed":
+        # The posterior for steps 1..n_past-1, then the prior for each predicted frame.
+        assert [name for name, _ in calls] == ["posterior"] * (n_past - 1) + ["prior"] * n_future
+    else:
+        # The learned prior steps along on the conditioning frames too (its LSTM state must follow
+        # the true frames), after the posterior, and is fed the previous frame's encoding.
+        assert [name for name, _ in calls] == ["posterior", "prior"] * (n_past - 1) + ["prior"] * n_future
+        assert torch.allclose(calls[1][1], model.encoder(x[:, 0])[0])  # p(z_1 | x_0)
     assert torch.allclose(calls[0][1], model.encoder(x[:, 1])[0])  # q(z_1 | x_1) sees frame 1
+
+
+def test_test_time_kl_against_direct_computation(any_prior) -> None:
+    """KL(q(z_t | x_<=t) ‖ p(z_t | x_<t)) per frame along the true frames, by hand, for both priors."""
+    from lab5.evaluate import test_kl
+
+    model, cfg, data, x, _ = any_prior
+    results = test_kl(model, data, Protocol("test", cfg.n_past, cfg.n_future, 1), "cpu")
+    xt, q_state, p_state = x.transpose(0, 1), None, None
+    kl = []
+    with torch.no_grad():
+        for i in range(1, cfg.n_frames):
+            _, mu, logvar, q_state = model.posterior_net(model.encoder(xt[i])[0],
+                                                         q_state or model.posterior_net.init_hidden(len(x), "cpu"))
+            if cfg.prior == "learned":
+                _, mp, lp, p_state = model.prior_net(model.encoder(xt[i - 1])[0],
+                                                     p_state or model.prior_net.init_hidden(len(x), "cpu"))
+            else:
+                mp, lp = torch.zeros_like(mu), torch.zeros_like(logvar)
+            # KL of two diagonal Gaussians, summed over z's dimensions, averaged over sequences.
+            term = 0.5 * (lp - logvar + (logvar.exp() + (mu - mp) ** 2) / lp.exp() - 1)
+            kl.append(float(term.sum(1).mean()))
+    assert results["per_frame"] == pytest.approx(kl, rel=1e-3, abs=1e-7) and results["mean"] > 0
+
+
+def test_actions_start_hides_the_arms_future(model_and_data) -> None:
+    """``condition=actions+start``: the predictor reads every action and the conditioning frames'
+    end-effector positions, never a later position, in generation and in the training loss."""
+    from lab5.models.cvae import CVAE
+
+    _, cfg, _, x, c = model_and_data
+    torch.manual_seed(4)
+    cfg = cfg.replace(condition="actions+start", prior="learned")
+    model = CVAE(cfg, c.shape[-1]).eval()
+    n_past, a = cfg.n_past, model.action_dim
+
+    def run(c_):
+        return generate(model, x, c_, n_past, cfg.n_future, torch.Generator().manual_seed(0))
+
+    later = c.clone()
+    later[:, n_past:, a:] = torch.rand_like(later[:, n_past:, a:])
+    start = c.clone()
+    start[:, n_past - 1, a:] += 0.5
+    acts = c.clone()
+    acts[:, n_past + 1, :a] += 0.5
+    pred = run(c)
+    assert torch.equal(pred, run(later)) and not torch.equal(pred, run(start))  # later positions unseen,
+    assert not torch.equal(pred, run(acts))                                     # the start and actions read
+    # The training loss: the gradient of no later position is anything but exactly 0.
+    grad_c = c.clone().requires_grad_()
+    torch.manual_seed(0)
+    model.train()(x, grad_c, 0.5, True).loss.backward()
+    g = grad_c.grad
+    assert (g[:, n_past:, a:] == 0).all() and (g[:, n_past - 1, a:] != 0).any()
+    assert (g[:, n_past:-1, :a] != 0).any()  # step t reads the actions of frame t-1
 
 
 def test_evaluate_model_against_direct_computation(model_and_data) -> None:
@@ -131,7 +204,29 @@ def test_evaluate_model_against_direct_computation(model_and_data) -> None:
     assert b["ssim"]["best"] == pytest.approx(ssim[rows, best].mean(), rel=1e-6)
     assert b["ssim"]["worst"] <= b["ssim"]["mean"] <= b["ssim"]["best"]
     assert b["per_frame"]["psnr"] == pytest.approx(psnr.numpy()[rows, best].mean(0).tolist(), rel=1e-6)
-    assert "highest SSIM" in b["chosen_by"]
+    assert "highest SSIM" in b["chosen_by"] and "the truth picks" in b["chosen_by"]
+
+    # Changed pixels: an independent numpy computation of the JSON's changed block.
+    xs, ts = x.numpy().astype(np.float64), truth.numpy().astype(np.float64)
+    mask = np.abs(ts - xs[:, n_past - 1:n_past]).max(2) > 0.1                     # [B,T,H,W]
+    changed = np.full((len(x), 2, n_future), np.nan)
+    for k, p in enumerate(preds):
+        err = (p.numpy().astype(np.float64) - ts) ** 2
+        for i in range(len(x)):
+            for t in range(n_future):
+                if mask[i, t].any():
+                    changed[i, k, t] = 10 * np.log10(1 / err[i, t][:, mask[i, t]].mean())
+    ch = results["changed"]
+    assert ch["threshold"] == 0.1 and ch["fraction"] == pytest.approx(mask.mean())
+    assert ch["psnr"]["mean"] == pytest.approx(np.nanmean(changed.mean(1)), rel=1e-5)
+    per_seq = np.nanmean(changed, 2)
+    keep = ~np.isnan(per_seq).all(1)
+    assert b["changed_psnr"]["best"] == pytest.approx(per_seq[keep].max(1).mean(), rel=1e-5)
+    assert b["changed_psnr"]["worst"] <= b["changed_psnr"]["mean"] <= b["changed_psnr"]["best"]
+    copy = np.broadcast_to(xs[:, n_past - 1:n_past], ts.shape)
+    copy_changed = [10 * np.log10(1 / ((copy[i, t] - ts[i, t]) ** 2)[:, mask[i, t]].mean())
+                    for i in range(len(x)) for t in range(n_future) if mask[i, t].any()]
+    assert results["copy_last"]["changed"]["psnr"]["mean"] == pytest.approx(np.mean(copy_changed), rel=1e-5)
 
     copy_last = psnr_per_frame(x[:, n_past - 1:n_past].expand_as(truth), truth)
     assert results["copy_last"]["psnr"] == pytest.approx(copy_last.mean().item(), rel=1e-6)
@@ -272,23 +367,44 @@ def test_what_z_carries_keys_against_direct_computation(model_and_data) -> None:
     assert torch.equal(only[0][1][:, 4:], data[0][1][:, 4:]) and torch.equal(only[0][1][:, :4], both[0][1][:, :4])
 
 
-def test_counterfactual_actions_on_the_embedded_data(model_and_data, tiny_root: Path) -> None:
+def test_counterfactual_against_an_independent_computation(model_and_data, tiny_root: Path) -> None:
     from lab5.counterfactual import counterfactual, counterfactual_data
-    from lab5.evaluate import copy_last
-    from lab5.sim import sequence_seed, simulate_sequence
+    from lab5.sim import sequence_seed
+    from lab5.sim.render import render_states
+    from lab5.sim.world import simulate_states
 
     model, cfg, data, x, c = model_and_data
-    p = Protocol("test", cfg.n_past, cfg.n_future, 1)
-    x_cf, c_cf = counterfactual_data(data, tiny_root, "test", p, seed=0)
-    source = ShuffledConditions(data, 0).source
-    frames, actions, _ = simulate_sequence(sequence_seed(0, "test", 1), cfg.n_frames,
-                                           actions=c[int(source[1]), :, :4].numpy())
-    assert torch.equal(c_cf[1, :, :4], torch.from_numpy(actions))  # the other sequence's actions ...
-    assert torch.equal(x_cf[1, 0], x[1, 0])                         # ... from this scene's start
-    assert not torch.equal(x_cf[1, -1], x[1, -1])
+    n_past = cfg.n_past
+    p = Protocol("test", n_past, cfg.n_future, 1)
+    cf = counterfactual_data(data, tiny_root, "test", p)
+    x_cf, c_cf = cf["x"], cf["c"]
+    for i in range(len(x)):
+        own = simulate_states(sequence_seed(0, "test", i), cfg.n_frames)
+        assert torch.equal(c_cf[i, :n_past - 1, :4], torch.from_numpy(own["actions"][:n_past - 1]))
+        assert torch.equal(x_cf[i, :n_past], x[i, :n_past])       # the same conditioning frames
+    assert not torch.equal(c_cf[:, n_past - 1:, :4], c[:, n_past - 1:, :4])  # then other actions
+    # The truth is the simulator's, with the positions the new actions lead to.
+    st = simulate_states(sequence_seed(0, "test", 1), cfg.n_frames, actions=c_cf[1, :, :4].numpy())
+    assert np.array_equal(render_states(st), (x_cf[1] * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    assert np.array_equal(st["endeffector"], c_cf[1, :, 4:].numpy())
+    assert torch.equal(cf["factual_c"], c)
+    assert set(cf["contact_fraction"]) == {"real", "counterfactual"}
+
     results = counterfactual(model, data, tiny_root, "test", p, seed=0)
-    assert set(results) >= {"psnr", "ssim", "copy_last"} and set(results["copy_last"]) == {"psnr", "ssim"}
-    assert results["copy_last"]["psnr"] == pytest.approx(float(psnr_per_frame(*copy_last(x_cf, 2, 3)).mean()))
+    truth = x_cf[:, n_past:].numpy().astype(np.float64)
+
+    def psnr(pred: torch.Tensor) -> float:  # the grader's: per channel, then the channels' mean
+        mse = ((pred.numpy().astype(np.float64) - truth) ** 2).mean((3, 4))
+        return float((10 * np.log10(1 / mse)).mean())
+
+    new = generate(model, x_cf, c_cf, n_past, cfg.n_future, torch.Generator().manual_seed(0))
+    old = generate(model, x_cf, c, n_past, cfg.n_future, torch.Generator().manual_seed(0))
+    assert results["psnr"] == pytest.approx(psnr(new), abs=1e-4)
+    assert results["factual_conditions"]["psnr"] == pytest.approx(psnr(old), abs=1e-4)
+    assert results["copy_last"]["psnr"] == pytest.approx(psnr(x_cf[:, n_past - 1:n_past].expand(-1, cfg.n_future,
+                                                                                              -1, -1, -1)), abs=1e-4)
+    assert {"changed_psnr", "ssim"} <= results.keys() and "changed_psnr" in results["factual_conditions"]
+    assert results["contact_fraction"] == cf["contact_fraction"]
 
 
 def test_counterfactual_needs_the_embedded_data(model_and_data, tmp_path: Path, real_root: Path) -> None:

@@ -37,7 +37,39 @@ def test_an_outdated_embedded_set_is_generated_again(tmp_path: Path) -> None:
     assert not drop_outdated(other) and other.is_dir()            # not lab5's: never deleted
 
 
-def test_hidden_properties_change_outcomes_but_not_the_first_frame() -> None:
+def test_hidden_properties_change_outcomes_only_after_the_first_contact() -> None:
+    """Identical actions, every object at the lightest and most slippery, then the heaviest and roughest:
+    the same end-effector positions in every frame, the same frames until an object is first pushed,
+    and different frames after it."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from lab5.sim.render import render_states
+    from lab5.sim.world import DENSITY, FRICTION, make_scene, simulate_states
+
+    pushed = 0
+    for seed in range(12):
+        actions = simulate_states(seed)["actions"]
+        runs = []
+        for density, friction in ((DENSITY[0], FRICTION[0]), (DENSITY[1], FRICTION[1])):
+            scene = make_scene(seed)
+            scene = replace(scene, objects=tuple(replace(o, density=density, friction=friction)
+                                                 for o in scene.objects))
+            st = simulate_states(seed, actions=actions, scene=scene)
+            runs.append((st, render_states(st)))
+        (light, light_frames), (heavy, heavy_frames) = runs
+        assert np.array_equal(light["endeffector"], heavy["endeffector"]), seed
+        contact = np.flatnonzero(light["touched"].any(1) | heavy["touched"].any(1))
+        first = int(contact[0]) if len(contact) else len(actions)
+        assert np.array_equal(light_frames[:first], heavy_frames[:first]), seed
+        if first < len(actions) - 5:
+            pushed += 1
+            assert not np.array_equal(light_frames[first:], heavy_frames[first:]), seed
+    assert pushed >= 6  # most of these scenes are pushed early enough to tell
+
+
+def test_hidden_properties_are_seeded_within_their_ranges() -> None:
     from lab5.sim.world import DENSITY, FRICTION, make_scene
 
     scenes = [make_scene(s) for s in range(20)]

@@ -35,7 +35,8 @@ class CVAE(nn.Module):
         # (BAIR: 4 + 3); ``cfg.condition`` picks the columns the predictor sees.
         self.cond_dim = cond_dim
         self.action_dim = cond_dim - 3 if action_dim is None else action_dim
-        width = {"actions+positions": cond_dim, "actions": self.action_dim, "none": 0}[cfg.condition]
+        width = {"actions+positions": cond_dim, "actions+start": cond_dim, "actions": self.action_dim,
+                 "none": 0}[cfg.condition]
         self.cond_columns = slice(0, width)
         self.z_dim = cfg.z_dim
         self.prior_kind = cfg.prior
@@ -54,6 +55,15 @@ class CVAE(nn.Module):
         """``(loss, mse, kld)`` of batch-major frames ``x [B,T,3,H,W]`` and conditions ``c [B,T,C]``."""
         return STEPS[self.cfg.step](self, x.transpose(0, 1), c.transpose(0, 1), beta, teacher_forcing,
                                     self.cfg.n_past)
+
+    def visible_condition(self, c: torch.Tensor, n_past: int) -> torch.Tensor:
+        """Time-major conditions ``c [T,B,C]`` as the predictor may see them: with ``actions+start`` the
+        end-effector positions of frames n_past on are zeroed, so the arm's future comes from the actions."""
+        if self.cfg.condition != "actions+start":
+            return c
+        c = c.clone()
+        c[n_past:, :, self.action_dim:] = 0
+        return c
 
     def skip_source(self, n_past: int) -> int:
         """The frame whose skips the later frames take (without ``last_frame_skip``): x[n_past−2] with

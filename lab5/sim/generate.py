@@ -33,7 +33,8 @@ from lab5.sim.render import render_states
 from lab5.sim.world import IMG, N_FRAMES, simulate_states
 
 SHARD = 256  # sequences per traj_<a>_to_<b> folder, as in BAIR's TFRecords
-FORMAT_VERSION = 2  # bump when the generator changes what it writes (2: hidden masses and frictions)
+FORMAT_VERSION = 3  # bump when the generator changes what it writes (2: hidden masses and frictions;
+# 3: a kinematic gripper, a drag that makes mass and friction both act)
 # The generator's name as recorded in every manifest already on disk; it takes part in the
 # "same set?" comparison, so it stays as written when the module moved.
 GENERATOR = "lab5.data.synthetic"

@@ -4,9 +4,11 @@ A top-down 2-D bin in pymunk, in pixels of the 64x64 image (u right, v down), th
 BAIR robot pushing so every notebook and test runs without a download. No gravity in the image
 plane; table friction is the usual top-down trick: each object is tied to the static body by a
 ``PivotJoint`` and a ``GearJoint`` with ``max_bias = 0`` and a bounded ``max_force``, so objects stay
-put until pushed and stop within about a frame. 3-6 objects (circles, boxes, convex polygons) with
-an off-centre accent so rotation shows. The gripper is a dynamic disc about as heavy as an object,
-driven to the commanded position each frame; it touches objects only while lowered.
+put until pushed, then slide to a stop. 3-6 objects (circles, boxes, convex polygons) with an
+off-centre accent so rotation shows. The gripper is a kinematic disc that lands exactly on the
+commanded position every frame (no contact moves or slows it, so the end-effector positions follow
+from the actions alone); it touches objects only while lowered, and passes over an object that a
+wall already holds instead of forcing it through the wall.
 
 Actions ``[T, 4]`` float32, held for two frames as in BAIR: columns 0-1 the commanded end-effector
 displacement in metres per held pair (within +-0.075; the end effector moves half of it each
@@ -49,16 +51,20 @@ NOISE = 0.03  # policy jitter (std), metres per held pair
 
 GRIP_R = 4.0  # physics radius of the gripper (px), about the drawn palm + fingers
 GRIP_OFFSET = 1.0  # the fingers reach forward of the palm centre, so the disc sits forward too
-GRIP_MASS = 100.0  # about an object's mass: pushes clutter, yet a wall-squeezed object stops it
 CAT_OBJECT, CAT_GRIPPER = 0b01, 0b10  # collision categories
+KIND_GRIPPER, KIND_OBJECT = 1, 2  # pymunk collision types, for the squeeze rule
 WALL_SLOP = 0.15  # px of wall overlap that counts as the wall pushing (pymunk's slop is 0.1)
 DT_FRAME = 0.1  # simulated seconds per video frame
 SUBSTEPS = 4
-FRICTION_ACC = 700.0  # px/s^2: how fast table friction stops a sliding object
+FRICTION_ACC = 200.0  # px/s^2: how fast table friction stops a sliding object of density DENSITY_REF
 # Ranges of the hidden per-object properties (log-uniform): density (mass per area) and friction (a
-# multiple of FRICTION_ACC: at 0.08 a pushed object slides on for several frames, at 1 it stops at once).
-DENSITY = (0.5, 4.0)
-FRICTION = (0.08, 1.0)
+# multiple of FRICTION_ACC). The table's drag scales with an object's footprint and friction, not its
+# mass, so a pushed object decelerates at FRICTION_ACC * friction * DENSITY_REF / density: light and
+# slippery ones slide on for several frames, heavy and rough ones stop at once, and in object-object
+# pushes the heavier one carries on. Both properties change what a push does.
+DENSITY = (0.5, 3.0)
+DENSITY_REF = 1.0
+FRICTION = (0.1, 1.0)
 SHOULDER = (32.0, -22.0)  # arm base, above the image
 ELBOW_FOLLOW = 0.35  # how much the elbow follows the gripper sideways
 
@@ -207,20 +213,21 @@ class _World:
         self.shapes: list[pymunk.Shape] = []
         for spec, pos, ang in zip(scene.objects, scene.positions, scene.angles):
             self._add_object(spec, pos, ang)
-        # The gripper is a dynamic body (about an object's mass, no rotation) whose velocity is
-        # set every substep to reach the commanded position by the end of the frame. In free
-        # space it lands exactly there; pushing clutter slows it slightly; when it squeezes an
-        # object against a wall the contact stops it, like a real arm, instead of forcing the
-        # object through the wall (which an infinite-mass kinematic body does).
-        self.gripper = pymunk.Body(GRIP_MASS, float("inf"))
+        # The gripper is kinematic: its velocity is set every substep to land on the commanded
+        # position at the end of the frame, and no contact moves or slows it, whatever the objects'
+        # hidden masses. An object it squeezes against a wall is let through (``_squeeze``).
+        self.gripper = pymunk.Body(body_type=pymunk.Body.KINEMATIC)
         self.gripper.position = scene.gripper
         # Local +x is "forward" (along the forearm), where the fingers reach.
         self.grip_shape = pymunk.Circle(self.gripper, GRIP_R, offset=(GRIP_OFFSET, 0.0))
         self.grip_shape.friction = 0.8
         self.grip_shape.elasticity = 0.0
+        self.grip_shape.collision_type = KIND_GRIPPER
         self.space.add(self.gripper, self.grip_shape)
         for shape in self.shapes:
             shape.filter = pymunk.ShapeFilter(categories=CAT_OBJECT)
+            shape.collision_type = KIND_OBJECT
+        self.space.on_collision(KIND_GRIPPER, KIND_OBJECT, pre_solve=self._squeeze)
         self.set_contact(True)
 
     def _add_walls(self) -> None:
@@ -253,14 +260,29 @@ class _World:
         static = self.space.static_body
         pivot = pymunk.PivotJoint(static, body, (0, 0), (0, 0))
         pivot.max_bias = 0.0
-        pivot.max_force = body.mass * FRICTION_ACC * spec.friction
+        drag = body.mass * FRICTION_ACC * spec.friction * DENSITY_REF / spec.density  # footprint, not mass
+        pivot.max_force = drag
         gear = pymunk.GearJoint(static, body, 0.0, 1.0)
         gear.max_bias = 0.0
-        # Friction torque of a uniformly pressed disc: mu*m*g * (2/3) r.
-        gear.max_force = body.mass * FRICTION_ACC * spec.friction * (2.0 / 3.0) * spec.radius
+        # Friction torque of a uniformly pressed disc: the drag times (2/3) r.
+        gear.max_force = drag * (2.0 / 3.0) * spec.radius
         self.space.add(pivot, gear)
         self.bodies.append(body)
         self.shapes.append(shape)
+
+    def _squeeze(self, arbiter: pymunk.Arbiter, space: pymunk.Space, data: object) -> None:
+        # An object already pressed into a wall (real overlap) would be forced through it by the
+        # kinematic gripper: the gripper passes over it instead, as a real arm's compliance would.
+        body = next(s.body for s in arbiter.shapes if s is not self.grip_shape)
+        pressed = [False]
+
+        def check(arb: pymunk.Arbiter) -> None:
+            if any(s in self.walls for s in arb.shapes) and min(
+                    (c.distance for c in arb.contact_point_set.points), default=0.0) < -WALL_SLOP:
+                pressed[0] = True
+        body.each_arbiter(check)
+        if pressed[0]:
+            arbiter.process_collision = False
 
     def set_contact(self, enabled: bool) -> None:
         """Lowered: the gripper hits objects (never walls; the workspace keeps it inside).
@@ -295,15 +317,16 @@ class _World:
         return (float(p[0]), float(p[1])), touched
 
 
-def _policy_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
+def _policy_rng(seed: int, stream: int = 0) -> np.random.Generator:
+    # Stream 0 is the data's policy; another stream pushes the same scene another way.
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 1] + ([int(stream)] if stream else [])))
 
 
 class _Policy:
     """Random pushing controller: drive through objects, sometimes wander, lift or close."""
 
-    def __init__(self, seed: int) -> None:
-        self.rng = _policy_rng(seed)
+    def __init__(self, seed: int, stream: int = 0) -> None:
+        self.rng = _policy_rng(seed, stream)
         self.target: tuple[float, float] | None = None
         self.speed = 0.05
         self.age = 0
@@ -348,20 +371,24 @@ class _Policy:
         return np.array([d[0], d[1], c, h], np.float32)
 
 
-def simulate_states(seed: int, n_frames: int = N_FRAMES, actions: np.ndarray | None = None) -> dict:
+def simulate_states(seed: int, n_frames: int = N_FRAMES, actions: np.ndarray | None = None,
+                    scene: Scene | None = None, policy_stream: int = 0) -> dict:
     """Run the physics for one sequence without rendering.
 
     ``seed`` fixes the initial scene (and the policy when ``actions`` is None); ``actions``:
-    optional ``[T, 4]`` actions to replay from the same initial scene instead of the policy.
+    optional ``[T, 4]`` actions to replay from the same initial scene instead of the policy; ``scene``:
+    another initial scene instead of the seed's (the seed's with other hidden properties, say);
+    ``policy_stream``: another random stream for the policy (0 is the data's), the same scene pushed
+    another way.
     Returns a dict with ``scene`` (`Scene`), ``actions`` [T,4] float32, ``endeffector`` [T,3]
     float32, ``gripper`` [T,2] (u, v px), ``z`` [T], ``closure`` [T] (drawn finger closure),
     ``object_pos`` [T,N,2], ``object_angle`` [T,N] and ``touched`` [T,N] (during the step that
     led to frame t the object touched the gripper or another object, or a wall pushed it back out
     of an overlap; always False at t = 0).
     """
-    scene = make_scene(seed)
+    scene = make_scene(seed) if scene is None else scene
     world = _World(scene)
-    policy = _Policy(seed) if actions is None else None
+    policy = _Policy(seed, policy_stream) if actions is None else None
     if actions is not None:
         actions = np.asarray(actions, np.float32)
         if actions.shape != (n_frames, ACTION_COLUMNS):
@@ -396,8 +423,7 @@ def simulate_states(seed: int, n_frames: int = N_FRAMES, actions: np.ndarray | N
         out_actions[t] = a
         if t + 1 == n_frames:
             break
-        # The end effector follows the command (clipped to the workspace) unless an object
-        # squeezed against a wall blocks it.
+        # The end effector follows the command, clipped to the workspace.
         x, y = px_to_metres(*g)
         u, v = metres_to_px(x + 0.5 * float(a[0]), y + 0.5 * float(a[1]))
         g = (float(np.clip(u, WORK[0], WORK[2])), float(np.clip(v, WORK[1], WORK[3])))
