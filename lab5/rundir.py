@@ -31,9 +31,10 @@ def shipped_demo() -> Path:
     return home() / "checkpoints" / "demo"
 
 
-#: The latent preset's shipped checkpoints (README), by what they show: the learned prior with the
-#: lab's conditions, the learned prior without any (action-free), and its deterministic baseline.
-SHIPPED_LATENT = {"LP, actions+positions": "latent-actions", "LP, action-free": "latent-free",
+#: The latent preset's shipped checkpoints (README), by what they show: the learned prior given the
+#: actions and the start position only (the arm's future must come from the actions), the learned prior
+#: without any condition (action-free), and its deterministic baseline; all at beta 1e-5.
+SHIPPED_LATENT = {"LP, actions+start": "latent-start", "LP, action-free": "latent-free",
                   "deterministic, action-free": "latent-det"}
 
 

@@ -56,7 +56,7 @@ KIND_GRIPPER, KIND_OBJECT = 1, 2  # pymunk collision types, for the squeeze rule
 WALL_SLOP = 0.15  # px of wall overlap that counts as the wall pushing (pymunk's slop is 0.1)
 DT_FRAME = 0.1  # simulated seconds per video frame
 SUBSTEPS = 4
-FRICTION_ACC = 200.0  # px/s^2: how fast table friction stops a sliding object of density DENSITY_REF
+FRICTION_ACC = 100.0  # px/s^2: how fast table friction stops a sliding object of density DENSITY_REF
 # Ranges of the hidden per-object properties (log-uniform): density (mass per area) and friction (a
 # multiple of FRICTION_ACC). The table's drag scales with an object's footprint and friction, not its
 # mass, so a pushed object decelerates at FRICTION_ACC * friction * DENSITY_REF / density: light and
