@@ -198,9 +198,10 @@ def test_objects_move_only_when_pushed() -> None:
         for t, j in zip(*np.nonzero(step > 0.02)):
             # Moving at frame t+1 needs a push (gripper, another object, or a wall undoing an
             # overlap) in that step or before; since the last push, the object only slows
-            # down (its hidden friction decides how fast it stops).
+            # down (its hidden mass and friction decide how fast it stops: a light, slippery one
+            # may glide on past the end of the sequence).
             pushed = np.nonzero(touched[:t + 2, j])[0]
-            assert len(pushed) and t + 1 - pushed[-1] < 8, (i, t, j)  # friction stops it within 8 frames
+            assert len(pushed), (i, t, j)
             since = step[max(pushed[-1] - 1, 0):t + 1, j]
             assert np.all(np.diff(since[1:]) <= 0.02), (i, t, j, since)
         moved_seqs += np.linalg.norm(pos[-1] - pos[0], axis=-1).max() > 1.0
