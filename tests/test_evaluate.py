@@ -256,10 +256,19 @@ def test_cli_smoke_train_then_evaluate(tiny_root: Path, tmp_path: Path, lab5_cli
 
     out = tmp_path / "out.json"
     r = lab5_cli("evaluate", "--run-dir", run, "--data", tiny_root, "--json", out, "--samples", "2",
-                 "--no-progress")
+                 "--counterfactual", "--no-progress")
     assert r.returncode == 0, r.stderr
     results = json.loads(out.read_text())
     assert {"protocol", "psnr", "ssim", "copy_last", "shuffled_actions", "best_of_n"} <= results.keys()
+    # Issue "Evidence that holds": the changed-pixel and counterfactual keys, as named there.
+    assert {"threshold", "fraction", "psnr"} <= results["changed"].keys()
+    assert {"mean", "per_frame"} <= results["changed"]["psnr"].keys()
+    assert "psnr" in results["copy_last"]["changed"]
+    assert {"best", "mean", "worst"} <= results["best_of_n"]["changed_psnr"].keys()
+    cf = results["counterfactual"]
+    assert {"psnr", "changed_psnr", "copy_last", "factual_conditions", "contact_fraction"} <= cf.keys()
+    assert {"psnr", "changed_psnr"} <= cf["factual_conditions"].keys()
+    assert {"real", "counterfactual"} == cf["contact_fraction"].keys()
     # The lab protocol predicts 10 frames whatever the model was trained with (smoke: 3).
     assert {"mean", "per_frame"} <= results["psnr"].keys() and len(results["psnr"]["per_frame"]) == 10
     assert {"psnr", "ssim"} <= results["copy_last"].keys() and "psnr" in results["shuffled_actions"]
