@@ -36,13 +36,14 @@ def main() -> int:
     from lab5.counterfactual import evaluate_with_counterfactual
     from lab5.data.dataset import BairDataset
     from lab5.evaluate import PROTOCOLS, compare_models
-    from lab5.rundir import load_model, shipped_demo, shipped_latent
+    from lab5.rundir import SHIPPED_LATENT, home, load_model, shipped_demo
     from lab5.sim import embedded_root
 
     torch.set_num_threads(args.threads)
     root = embedded_root(evaluation=True)
     data = BairDataset(root, "test", n_frames=PROTOCOLS["lab"].n_frames)
-    runs = {DEMO: shipped_demo(), **shipped_latent()}
+    # Every shipped run by its label; only the ones evaluated need to exist (--runs).
+    runs = {DEMO: shipped_demo(), **{label: home() / "checkpoints" / name for label, name in SHIPPED_LATENT.items()}}
     chosen = [r.strip() for r in args.runs.split(";") if r.strip()] or list(runs)
     unknown = [r for r in chosen if r not in runs]
     if unknown:
@@ -60,6 +61,10 @@ def main() -> int:
         print(f"{label}: {seconds[label]:.0f} s", flush=True)
 
     results = {label: results[label] for label in runs if label in results}  # the table's row order
+    if args.json:  # first: a failure below never loses the evaluations
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"samples": args.samples, "data": str(root), "seconds": seconds,
+                                         "results": results}, indent=2) + "\n")
     table = compare_models(results)
     print("\n| model | " + " | ".join(table) + " |")
     print("|---" * (len(table) + 1) + "|")
@@ -73,7 +78,6 @@ def main() -> int:
     for name, value in checks.items():
         print(f"{name}: {value:.3f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"samples": args.samples, "data": str(root), "seconds": seconds,
                                          "checks": checks, "results": results}, indent=2) + "\n")
         print(f"wrote {args.json}")

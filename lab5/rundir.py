@@ -33,7 +33,7 @@ def shipped_demo() -> Path:
 
 #: The latent preset's shipped checkpoints (README), by what they show: the learned prior given the
 #: actions and the start position only (the arm's future must come from the actions), the learned prior
-#: without any condition (action-free), and its deterministic baseline; all at beta 1e-5.
+#: without any condition (action-free), and its deterministic baseline (README: their betas).
 SHIPPED_LATENT = {"LP, actions+start": "latent-start", "LP, action-free": "latent-free",
                   "deterministic, action-free": "latent-det"}
 
