@@ -468,7 +468,7 @@ def read_results(results: dict[str, Any]) -> str:
     lines.append(f"On the {results['changed']['fraction']:.1%} of pixels that change it scores {changed:.2f} dB "
                  f"(copy-last {copy_changed:.2f}): whole-frame PSNR is mostly the static background.")
     if "counterfactual" in results:
-        lines.append(read_counterfactual(results["counterfactual"]))
+        lines.append(read_counterfactual(results["counterfactual"], results["protocol"]["condition"]))
     if "best_of_n" in results:
         b = results["best_of_n"]["psnr"]
         lines.append(f"The best and worst of {results['best_of_n']['n']} samples, picked by comparing each with the "
@@ -477,14 +477,21 @@ def read_results(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def read_counterfactual(cf: dict[str, Any]) -> str:
-    """One sentence on the counterfactual: the gain of the new actions over the factual conditions."""
+def read_counterfactual(cf: dict[str, Any], condition: str) -> str:
+    """One sentence on the counterfactual: the gain of the new actions over the factual conditions, read
+    against the issue's bar (>= 2 dB on changed pixels and >= 0.5 dB on whole frames) and the condition."""
     gain = cf["psnr"] - cf["factual_conditions"]["psnr"]
     changed = cf["changed_psnr"] - cf["factual_conditions"]["changed_psnr"]
-    follows = changed >= 2 and gain >= 0.5
-    return (f"Given another push of the same scene, it scores {gain:+.2f} dB on whole frames and {changed:+.2f} dB "
-            f"on changed pixels against its own prediction from the factual conditions on that truth"
-            + (": it follows the actions." if follows else ": no clear sign that it follows the actions."))
+    line = (f"Given another push of the same scene, it scores {gain:+.2f} dB on whole frames and {changed:+.2f} dB "
+            f"on changed pixels against its own prediction from the factual conditions on that truth")
+    if condition == "actions+positions":
+        return line + (": it is also given the positions the new actions lead to, so this does not show that it "
+                       "reads the actions.")
+    if changed >= 2 and gain >= 0.5:
+        return line + ": it follows the actions."
+    if changed >= 0.5 or gain >= 0.5:
+        return line + ": it follows the actions in part (short of 2 dB on changed pixels)."
+    return line + ": no clear sign that it follows the actions."
 
 
 def read_latent(results: dict[str, dict[str, Any]]) -> str:
@@ -493,15 +500,15 @@ def read_latent(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         n, mean = r["protocol"]["samples"], r["psnr"]["mean"]
         best = r["best_of_n"]["psnr"]["best"] if "best_of_n" in r else mean
-        line = (f"best of {n} {best:.2f} dB (the truth picks), {best - mean:.2f} dB above the mean over samples; "
+        line = (f"best of {n} {best:.2f} dB (the truth picks), {max(best - mean, 0.0):.2f} dB above the mean over samples; "
                 f"test-time KL {r['kl']['mean']:.2f} nats per frame")
         line += (": z carries little." if r["kl"]["mean"] < 0.1 else ": z carries part of the future.")
         if "best_of_n" in r:
             cb = r["best_of_n"]["changed_psnr"]
-            line += (f" On changed pixels the best of {n} (the truth picks) is {cb['best'] - cb['mean']:.2f} dB "
+            line += (f" On changed pixels the best of {n} (the truth picks) is {max(cb['best'] - cb['mean'], 0.0):.2f} dB "
                      "above the mean.")
         if "counterfactual" in r:
-            line += " " + read_counterfactual(r["counterfactual"])
+            line += " " + read_counterfactual(r["counterfactual"], r["protocol"]["condition"])
         lines.append(f"{name} ({r['protocol']['condition']}): {line}")
     return "\n".join(lines)
 

@@ -198,7 +198,8 @@ def test_read_results_is_written_from_the_numbers():
     from lab5.evaluate import read_results
 
     changed = {"fraction": 0.065, "threshold": 0.1, "psnr": {"mean": 19.04}}
-    results = {"psnr": {"mean": 29.45}, "ssim": {"mean": 0.934}, "changed": changed,
+    results = {"protocol": {"condition": "actions+start"}, "psnr": {"mean": 29.45}, "ssim": {"mean": 0.934},
+               "changed": changed,
                "copy_last": {"psnr": 23.81, "ssim": 0.876, "changed": {"psnr": {"mean": 11.3}}},
                "shuffled_actions": {"psnr": 23.17}, "best_of_n": {"n": 3, "psnr": {"best": 29.51, "worst": 29.39}},
                "counterfactual": {"psnr": 29.1, "changed_psnr": 18.0,
@@ -209,14 +210,21 @@ def test_read_results_is_written_from_the_numbers():
     assert "6.5% of pixels that change it scores 19.04 dB (copy-last 11.30)" in text
     assert "+1.10 dB on whole frames and +2.50 dB on changed pixels" in text and "it follows the actions" in text
     assert "picked by comparing each with the truth" in text
-    worse = {"psnr": {"mean": 23.5}, "copy_last": {"psnr": 23.8, "changed": {"psnr": {"mean": 11.0}}},
+    worse = {"protocol": {"condition": "actions"}, "psnr": {"mean": 23.5},
+             "copy_last": {"psnr": 23.8, "changed": {"psnr": {"mean": 11.0}}},
              "changed": changed, "shuffled_actions": {"psnr": 23.45},
-             "counterfactual": {"psnr": 28.2, "changed_psnr": 16.5,
+             "counterfactual": {"psnr": 28.2, "changed_psnr": 15.8,
                                 "factual_conditions": {"psnr": 28.0, "changed_psnr": 15.5}}}
     text = read_results(worse)
     assert "0.30 dB below copy-last-frame" in text and "little more than holding" in text
     assert "costs 0.05 dB: it hardly uses them" in text
     assert "no clear sign that it follows the actions" in text
+    part = {**worse, "counterfactual": {"psnr": 29.2, "changed_psnr": 16.6,
+                                        "factual_conditions": {"psnr": 28.0, "changed_psnr": 15.5}}}
+    assert "it follows the actions in part" in read_results(part)
+    # Given the positions the new actions lead to, a gain shows nothing about reading the actions.
+    lab = {**results, "protocol": {"condition": "actions+positions"}}
+    assert "does not show that it reads the actions" in read_results(lab)
 
 
 # --- load_or_train -----------------------------------------------------------------------------
