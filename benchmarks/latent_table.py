@@ -36,7 +36,8 @@ def main() -> int:
     from lab5.counterfactual import evaluate_with_counterfactual
     from lab5.data.dataset import BairDataset
     from lab5.evaluate import PROTOCOLS, compare_models
-    from lab5.rundir import SHIPPED_LATENT, home, load_model, shipped_demo
+    from lab5.rundir import SHIPPED_LATENT, load_model, shipped_demo
+from lab5.files import home
     from lab5.sim import embedded_root
 
     torch.set_num_threads(args.threads)

@@ -19,8 +19,8 @@ from torch.utils.data import Dataset
 
 from lab5.data.dataset import frames_to_tensor
 from lab5.data.layout import DatasetError
-from lab5.evaluate import (Protocol, changed_scores, copy_last, evaluate_model, generate, get_protocol,
-                           psnr_per_frame, ssim_per_frame)
+from lab5.evaluate import Protocol, changed_scores, evaluate_model, generate, get_protocol
+from lab5.metrics import copy_last, psnr_per_frame, ssim_per_frame
 from lab5.models.cvae import CVAE
 from lab5.sim.generate import MANIFEST, sequence_seed, simulate_sequence
 from lab5.sim.render import render_states

@@ -13,8 +13,8 @@ import torch
 
 from lab5.data.dataset import BairDataset
 from lab5.data.layout import count_frames, find_sequences, present_splits, read_csvs
-from lab5.evaluate import psnr_per_frame
-from lab5.rundir import home
+from lab5.metrics import psnr_per_frame
+from lab5.files import home
 from lab5.sim import sequence_seed, simulate_sequence
 from lab5.steps import exact_step, reference_step
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +10,8 @@ import torch
 
 from lab5.config import ARCH_FIELDS, RESUMABLE_FIELDS, RUNTIME_FIELDS, Config, ConfigError
 from lab5.hardware import resolve_device
-from lab5.io import check_writable, read_jsonl, to_jsonl, write_atomic
+from lab5.files import check_writable, home, read_jsonl, to_jsonl, write_atomic
 from lab5.models.cvae import CVAE
-
-
-def home() -> Path:
-    """Where data/, runs/ and checkpoints/ live: ``$LAB5_HOME``, else the repository checkout
-    holding this package (an editable install), else ``~/.cache/lab5``."""
-    if os.environ.get("LAB5_HOME"):
-        return Path(os.environ["LAB5_HOME"])
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").is_file():
-        return repo
-    return Path.home() / ".cache" / "lab5"
 
 
 def shipped_demo() -> Path:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lab5.config import ConfigError
-from lab5.rundir import home, read_history
+from lab5.rundir import read_history
+from lab5.files import home
 from lab5.workbook import CONFIG_FIELDS, NOTEBOOKS, PARAM_TYPES, param_value, validate_params
 
 # Notebooks that run for minutes: ``python -m lab5 workbook`` streams their printed output.

@@ -32,10 +32,11 @@ from torch.utils.data import DataLoader
 from lab5 import rundir
 from lab5.config import Config, ConfigError
 from lab5.data.dataset import BairDataset
-from lab5.evaluate import generate, psnr_per_frame
+from lab5.evaluate import generate
+from lab5.metrics import psnr_per_frame
 from lab5.hardware import resolve_device, resolve_precision, trim_cpu_memory, tune_cpu_allocator
 from lab5.models.cvae import CVAE
-from lab5.progress import progress_bar, write
+from lab5.files import progress_bar, write
 from lab5.schedules import KLAnnealing, TeacherForcing
 from lab5.steps import autocast, channels_last
 

@@ -13,7 +13,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from lab5.config import Config
-from lab5.evaluate import generate, psnr_per_frame
+from lab5.evaluate import generate
+from lab5.metrics import psnr_per_frame
 
 if TYPE_CHECKING:  # annotations only: matplotlib is imported when a figure is made (see _figure)
     from matplotlib.figure import Figure

@@ -38,7 +38,8 @@ from lab5.counterfactual import evaluate_with_counterfactual
 from lab5.evaluate import save_json
 from lab5.hardware import resolve_device, resolve_precision
 from lab5.models.cvae import CVAE
-from lab5.rundir import RunDirError, has_checkpoint, home, load_model, shipped_demo
+from lab5.rundir import RunDirError, has_checkpoint, load_model, shipped_demo
+from lab5.files import home
 from lab5.sim import embedded_root
 
 # Each notebook's declared parameters (its ``parameters`` cell) with their defaults;

@@ -13,8 +13,8 @@ import torch
 
 from lab5.rundir import load_model
 from lab5.data.dataset import BairDataset
-from lab5.evaluate import (Protocol, ShuffledConditions, evaluate_model, format_table, generate, psnr_per_frame,
-                           ssim_per_frame)
+from lab5.evaluate import Protocol, ShuffledConditions, evaluate_model, format_table, generate
+from lab5.metrics import psnr_per_frame, ssim_per_frame
 
 
 def test_psnr_by_hand() -> None:

@@ -13,7 +13,7 @@ import torch
 from scipy import signal
 
 from lab5.data.dataset import BairDataset
-from lab5.evaluate import copy_last, psnr_per_frame, ssim_per_frame
+from lab5.metrics import copy_last, psnr_per_frame, ssim_per_frame
 
 BAIR_REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "bair_real"
 

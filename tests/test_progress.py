@@ -14,13 +14,13 @@ import queue
 
 import pytest
 
-from lab5 import progress
-from lab5.progress import progress_bar
+from lab5 import files
+from lab5.files import progress_bar
 
 LOOP = """
 import time
 from tqdm.auto import tqdm
-from lab5.progress import progress_bar
+from lab5.files import progress_bar
 for epoch in range(6):
     bar = {make}(range(100), desc=f"epoch {{epoch + 1}}/6", leave=False)
     for i in bar:
@@ -57,7 +57,7 @@ def test_text_bar_refreshes_about_refreshes_times():
         bar.set_postfix(i=i, refresh=False)
     bar.close()
     draws = out.getvalue().count("\r")
-    assert 2 <= draws <= progress.REFRESHES + 3, draws
+    assert 2 <= draws <= files.REFRESHES + 3, draws
 
 
 def test_unknown_total_still_makes_a_bar():
@@ -83,13 +83,13 @@ def test_training_loop_in_a_kernel_sends_a_bounded_number_of_messages():
         ours = _iopub_messages(kc, LOOP.format(make="progress_bar", refresh=", refresh=False"))
         plain = _iopub_messages(kc, LOOP.format(make="tqdm", refresh=""))
         # A stored notebook keeps what a bar streamed: text on stdout, ending in its final state.
-        kept = _iopub(kc, "from lab5.progress import progress_bar\nfor _ in progress_bar(range(40), desc='gen'): pass")
+        kept = _iopub(kc, "from lab5.files import progress_bar\nfor _ in progress_bar(range(40), desc='gen'): pass")
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
     # Each bar: its widgets (about 10 messages) and up to REFRESHES refreshes of 2-3 messages.
     print("iopub messages: progress.bar", ours, "plain tqdm", plain)
-    assert ours <= 6 * (12 + 3 * progress.REFRESHES), ours
+    assert ours <= 6 * (12 + 3 * files.REFRESHES), ours
     assert plain > 3 * ours, (plain, ours)
     assert not [m for m in kept if m["msg_type"].startswith("comm")]
     text = "".join(m["content"]["text"] for m in kept if m["msg_type"] == "stream"

@@ -19,7 +19,8 @@ import torch
 
 from lab5 import runner, workbook as wb
 from lab5.config import ConfigError, get_preset
-from lab5.rundir import RunDirError, home, shipped_demo
+from lab5.rundir import RunDirError, shipped_demo
+from lab5.files import home
 from lab5.train import load_or_train
 
 NOTEBOOKS_DIR = Path(__file__).parents[1] / "notebooks"

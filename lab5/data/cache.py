@@ -31,8 +31,7 @@ import numpy as np
 
 from lab5.data.layout import (ACTIONS_CSV, FRAME_RE, POSITIONS_CSV, SPLITS, Agreement, DatasetError, PathLike,
                               find_sequences, present_splits)
-from lab5.io import check_writable, write_atomic
-from lab5.progress import progress_bar
+from lab5.files import check_writable, progress_bar, write_atomic
 
 CACHE_DIRNAME = ".lab5_cache"
 FORMAT = "lab5-bair-cache"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab5.data.layout import SPLITS, Agreement, DatasetError, PathLike, find_sequences, present_splits
-from lab5.progress import progress_bar
+from lab5.files import progress_bar
 
 
 @dataclass

@@ -33,8 +33,7 @@ from tfrecord.reader import tfrecord_iterator
 from tqdm.auto import tqdm
 
 from lab5.data.layout import DatasetError, PathLike, natural_key, visible_dirs, write_sequence
-from lab5.io import write_atomic
-from lab5.progress import progress_bar
+from lab5.files import progress_bar, write_atomic
 
 STATE_NAME = ".lab5_convert.json"
 STATE_FORMAT = "lab5-convert"

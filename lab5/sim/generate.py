@@ -25,10 +25,8 @@ import numpy as np
 import torch
 
 from lab5.data.layout import SPLITS, write_sequence
-from lab5.evaluate import psnr_per_frame
-from lab5.io import write_atomic
-from lab5.progress import progress_bar
-from lab5.rundir import home
+from lab5.metrics import psnr_per_frame
+from lab5.files import home, progress_bar, write_atomic
 from lab5.sim.render import render_states
 from lab5.sim.world import IMG, N_FRAMES, simulate_states
 

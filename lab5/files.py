@@ -1,0 +1,91 @@
+"""Files and progress: where lab5 keeps its files, writes that a kill leaves whole (the old content or
+the new, never a torn file), JSON lines, and text progress bars.
+
+The bars are text, not ipywidgets: a notebook file keeps a widget bar's first state (the later ones live
+in the browser) but a text bar's final one. They refresh about ``REFRESHES`` times over their total
+whatever the speed: each refresh is a message on a kernel's IOPub channel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tqdm.std import tqdm
+
+def home() -> Path:
+    """Where data/, runs/ and checkpoints/ live: ``$LAB5_HOME``, else the repository checkout
+    holding this package (an editable install), else ``~/.cache/lab5``."""
+    if os.environ.get("LAB5_HOME"):
+        return Path(os.environ["LAB5_HOME"])
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "pyproject.toml").is_file():
+        return repo
+    return Path.home() / ".cache" / "lab5"
+
+
+Content = str | bytes | Callable[[Path], None]
+
+
+def write_atomic(path: str | os.PathLike, content: Content) -> None:
+    """Write ``content`` (text, bytes, or a function that writes the file at the path it is
+    given) to a temporary sibling, flush it to disk, then rename it over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if callable(content):
+            content(tmp)
+        else:
+            tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Create ``folder`` if needed and prove a file can be written in it; raise OSError if not."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".probe-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+def to_jsonl(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+REFRESHES = 25
+
+
+def progress_bar(iterable: Iterable[Any] | None = None, *, total: float | None = None, **kwargs: Any) -> tqdm:
+    """A text ``tqdm(iterable, total=..., **kwargs)`` refreshing every ``total / REFRESHES`` steps, at
+    least 0.5 s apart (at most every 2 s without a known total), and once when it closes.
+    Use ``set_postfix(..., refresh=False)`` (by default it redraws at once): the next refresh shows it."""
+    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    if total:
+        # A fixed miniters turns off tqdm's dynamic one; an infinite maxinterval stops its
+        # monitor thread from resetting miniters to 1 when steps are slow (lab preset, CPU).
+        kwargs = {"miniters": max(1, math.ceil(total / REFRESHES)), "mininterval": 0.5,
+                  "maxinterval": math.inf, **kwargs}
+    else:
+        kwargs = {"mininterval": 2.0, **kwargs}
+    # In a Jupyter kernel, stdout: a notebook shows stderr as warnings.
+    kwargs.setdefault("file", sys.stdout if "ipykernel" in sys.modules else sys.stderr)
+    return tqdm(iterable, total=total, **kwargs)
+
+
+def write(message: str) -> None:
+    """Print a line between the bars (``tqdm.write``: the bars are redrawn below it)."""
+    tqdm.write(message, file=sys.stdout)
