@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab5.data.cache import build_cache
-from lab5.data.dataset import BairDataset
+from lab5.data.dataset import BairDataset, build_cache
 from lab5.data.layout import write_sequence
 
 

@@ -14,7 +14,7 @@ close to "step alone".
         [--step-iters 3] [--workers 0,1,2] [--json OUT]
 
 Without ``--data`` a simulated set (256 training sequences of 30 frames, seed 0) is
-generated in a temporary directory and cached with ``lab5.data.cache.build_cache``.
+generated in a temporary directory and cached with ``lab5.data.dataset.build_cache``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def make_step(cfg, cond_dim: int, device: torch.device):
     """One fast training iteration as a function of a batch."""
     from lab5.hardware import resolve_precision, tune_cpu_allocator
     from lab5.models.cvae import CVAE
-    from lab5.steps import autocast, channels_last
+    from lab5.train import autocast, channels_last
 
     if device.type == "cpu":
         tune_cpu_allocator()  # as the Solver trains
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lab5-data-bench-") as tmp:
         root = args.data
         if root is None:
-            from lab5.data.cache import build_cache
+            from lab5.data.dataset import build_cache
             from lab5.sim import make_synthetic
 
             root = Path(tmp) / "data"

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         data = args.data
         if data is None:
-            from lab5.data.cache import build_cache
+            from lab5.data.dataset import build_cache
             from lab5.sim import make_synthetic
 
             data = tmp / "data"

@@ -6,7 +6,7 @@ at the lightest and most slippery (DENSITY[0], FRICTION[0]) and at the heaviest 
 actions whatever the hidden properties), the share of scenes in which an object is pushed, and, in
 those, how far apart the two replays put the objects (the largest object-position difference, px)
 at frames 11 and 29. Also the share of scenes with a push in frames 1-11 for the data's actions and
-for the counterfactual pushes of ``lab5.counterfactual``.
+for the counterfactual pushes of ``lab5.sim.replay``.
 
     python benchmarks/hidden_spread.py --sequences 200
 """
@@ -26,7 +26,7 @@ def main() -> int:
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
 
-    from lab5.counterfactual import counterfactual_actions
+    from lab5.sim.replay import counterfactual_actions
     from lab5.sim.generate import sequence_seed
     from lab5.sim.world import DENSITY, FRICTION, make_scene, simulate_states
 

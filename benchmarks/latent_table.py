@@ -33,11 +33,10 @@ def main() -> int:
 
     import torch
 
-    from lab5.counterfactual import evaluate_with_counterfactual
     from lab5.data.dataset import BairDataset
-    from lab5.evaluate import PROTOCOLS, compare_models
+    from lab5.evaluate import PROTOCOLS, compare_models, evaluate_model, replayable
+    from lab5.files import home
     from lab5.rundir import SHIPPED_LATENT, load_model, shipped_demo
-from lab5.files import home
     from lab5.sim import embedded_root
 
     torch.set_num_threads(args.threads)
@@ -57,7 +56,8 @@ from lab5.files import home
         path = runs[label]
         t0 = time.perf_counter()
         model, _, _ = load_model(path)
-        results[label] = evaluate_with_counterfactual(model, data, root, args.samples, args.max_sequences)
+        results[label] = evaluate_model(model, data, "lab", samples=args.samples, max_sequences=args.max_sequences,
+                                        progress=False, counterfactual_root=root if replayable(model, root) else None)
         seconds[label] = time.perf_counter() - t0
         print(f"{label}: {seconds[label]:.0f} s", flush=True)
 

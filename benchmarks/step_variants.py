@@ -35,7 +35,7 @@ def worker(preset: str, step: str, variant: str, iters: int, batch: int) -> dict
     from lab5.config import make_config
     from lab5.hardware import tune_cpu_allocator
     from lab5.models.cvae import CVAE
-    from lab5.steps import STEPS, autocast, channels_last
+    from lab5.train import autocast, channels_last
 
     form, *flags = variant.split("-")
     if form != "batched":
@@ -56,13 +56,12 @@ def worker(preset: str, step: str, variant: str, iters: int, batch: int) -> dict
     c = torch.rand(batch, cfg.n_frames, COND_DIM, generator=g) * 2 - 1
     if "cl" in flags:
         x = channels_last(x)
-    x, c = x.transpose(0, 1), c.transpose(0, 1)
     times = []
     for _ in range(1 + iters):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         with autocast("bf16" in flags, x.device):
-            out = STEPS[step](model, x, c, 1e-4, True, cfg.n_past)
+            out = model(x, c, 1e-4, True)
         out.loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)

@@ -76,7 +76,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from lab5.hardware import resolve_device, resolve_precision, tune_cpu_allocator
     from lab5.models.cvae import CVAE
-    from lab5.steps import autocast, channels_last
+    from lab5.train import autocast, channels_last
 
     path = args.worker
     cfg = _config(args, path)

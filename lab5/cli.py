@@ -9,20 +9,72 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from lab5 import rundir, runner
+from lab5 import rundir
 from lab5.config import PRESETS, ConfigError, make_config, parse_assignments
-from lab5.counterfactual import counterfactual
-from lab5.data import cli as data_cli
-from lab5.data.dataset import BairDataset
-from lab5.data.layout import DatasetError
+from lab5.data.convert import convert_bair
+from lab5.data.dataset import BairDataset, build_cache
+from lab5.data.layout import SPLITS, DatasetError, check_root
 from lab5.evaluate import PROTOCOLS, evaluate_model, format_table, get_protocol, save_json
 from lab5.rundir import CheckpointError, RunDirError
-from lab5.sim import embedded_root
+from lab5.sim import embedded_root, make_synthetic
 from lab5.train import Solver, TrainingError
 from lab5.viz import prediction_gif
+from lab5.workbook import NotebookFailed, param_value, run_sweep, run_workbook
 
 USER_ERRORS = (ConfigError, CheckpointError, DatasetError, RunDirError, TrainingError)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """``data {check,cache,convert-bair,make-synthetic}``; a DatasetError is one ``error:`` line (main)."""
+    if args.data_command == "check":
+        print(f"OK: {check_root(args.root, echo=True, progress=args.progress).root}")
+    elif args.data_command == "cache":
+        for split, s in build_cache(args.root, splits=args.splits, out=args.out, progress=True).items():
+            print(f"{split}: {s['sequences']} sequence{'s' if s['sequences'] != 1 else ''} → {s['frames_path']} "
+                  f"({s['bytes'] / 2**20:.1f} MiB, {s['seconds']:.1f} s)")
+    elif args.data_command == "convert-bair":
+        s = convert_bair(args.src, args.out, force=args.force, val_fraction=args.val_fraction)
+        for split, n in s["sequences"].items():
+            print(f"{split}: {n} sequences from {s['files'][split]} files")
+        print(f"written {s['written']}, skipped (already done) {s['skipped']}, {s['seconds']:.1f} s → {s['dst']}")
+    else:  # make-synthetic, given only what the user gave, so that its own defaults apply otherwise
+        given = {k: getattr(args, k) for k in (*SPLITS, "seed", "workers") if getattr(args, k) is not None}
+        try:
+            r = make_synthetic(args.out, **given)
+        except FileExistsError as e:  # its "destination not empty" refusal, already a clear message
+            raise DatasetError(str(e)) from e
+        how = "reused, already complete" if r["reused"] else f"{r['seconds']:.1f} s"
+        print(f"{r['path']}: {', '.join(f'{s} {r[s]}' for s in SPLITS if s in r)} sequences ({how})")
+    return 0
+
+
+def add_data_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``data`` command and its subcommands."""
+    p = sub.add_parser("data", help="check, cache, convert or generate datasets", description=(
+        "Data commands. Problems with the data print `error: <file>: <problem>` and exit 1."))
+    p.set_defaults(func=cmd_data)
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    c = dsub.add_parser("check", help="validate a lab-layout root fully (decodes every image)")
+    c.add_argument("root", help="data root holding train/ validate/ test/")
+    c.add_argument("--progress", action="store_true", help="show a progress bar per split")
+    c = dsub.add_parser("cache", help="build the uint8 memmap cache of a lab-layout root")
+    c.add_argument("root")
+    c.add_argument("--splits", nargs="+", default=None, help="default: every split present")
+    c.add_argument("--out", default=None, help="cache folder (default ROOT/.lab5_cache)")
+    c = dsub.add_parser("convert-bair", help="convert the original BAIR TFRecords to the lab layout")
+    c.add_argument("src", help="softmotion30_44k/ (holding train/ test/ [val/]) or its parent")
+    c.add_argument("--out", required=True, help="destination data root")
+    c.add_argument("--force", action="store_true", help="write into a non-empty destination")
+    c.add_argument("--val-fraction", type=float, default=0.05,
+                   help="without SRC/val: fraction of train files (the first ones) used as validate")
+    c = dsub.add_parser("make-synthetic", help="generate the embedded simulated dataset")
+    c.add_argument("--out", required=True, help="destination data root")
+    for split in SPLITS:
+        c.add_argument(f"--{split}", type=int, default=None, metavar="N", help=f"{split} sequences")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--workers", type=int, default=None)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -57,10 +109,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
     data = evaluation_data(args, protocol.n_frames)
     results = evaluate_model(model, data, protocol, samples=args.samples, seed=args.seed, device=device,
-                             max_sequences=args.max_sequences, split=args.split, progress=not args.no_progress)
-    if args.counterfactual:
-        results["counterfactual"] = counterfactual(model, data, data.root, args.split, protocol, args.seed, device,
-                                                   args.max_sequences)
+                             max_sequences=args.max_sequences, split=args.split, progress=not args.no_progress,
+                             counterfactual_root=data.root if args.counterfactual else None)
     results["protocol"].update(data_root=str(data.root), run_dir=str(args.run_dir))
     print(format_table(results))
     if args.json:
@@ -84,10 +134,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``["lr=1e-3,2e-3", "kl_mode=monotonic,cyclical"]`` -> ``{"lr": [0.001, 0.002], ...}``."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or not raw.strip():
+            raise ConfigError(f"--grid {item!r} is not of the form key=v1,v2,...")
+        grid[key.strip()] = [param_value(key.strip(), v) for v in raw.split(",") if v.strip()]
+    return grid
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """``workbook`` and ``sweep``: the notebooks run with papermill."""
+    values: dict[str, Any] = {k: param_value(k, v) for k, v in args.param or []}
+    if args.preset is not None:
+        values["preset"] = args.preset
+    out, run = Path(args.out) if args.out else None, {"kernel": args.kernel, "progress": not args.no_progress}
+    try:
+        if args.command == "sweep":
+            run_sweep(parse_grid(args.grid), values, out, **run)
+        else:
+            run_workbook(values, out, inplace=args.inplace, only=args.only, **run)
+    except NotebookFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_notebook_commands(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``workbook`` and ``sweep`` subcommands."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--preset", help="preset passed to every notebook (default: the notebooks' demo)")
+    common.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                        help="a notebook parameter or Config field, as papermill's -p (repeatable)")
+    common.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
+    common.add_argument("--no-progress", action="store_true", help="no papermill progress bars")
+
+    p = sub.add_parser("workbook", parents=[common],
+                       help="execute notebooks 01-05 with papermill; stop at the first failing cell")
+    p.add_argument("--out", help="output folder for the executed notebooks (default runs/workbook-<preset>)")
+    p.add_argument("--inplace", action="store_true",
+                   help="store the outputs in notebooks/ itself (default parameters only): the committed run")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (prefixes: 04 05)")
+    p.set_defaults(func=cmd_notebooks)
+
+    p = sub.add_parser("sweep", parents=[common], help="run 04_training and 05_evaluation over a parameter grid")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                   help="a parameter and its values (repeatable; the grid is their product)")
+    p.add_argument("--out", help="output folder (default runs/sweep); one subfolder per grid point")
+    p.set_defaults(func=cmd_notebooks)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab5", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    data_cli.register(sub)
+    add_data_parser(sub)
 
     p = sub.add_parser("train", help="train a CVAE (or --resume a killed run)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="named preset (default demo)")
@@ -131,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, help="output .gif")
             p.add_argument("--sequences", type=int, default=4)
         p.set_defaults(func=func)
-    runner.register(sub)
+    add_notebook_commands(sub)
     return parser
 
 

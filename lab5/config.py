@@ -1,93 +1,61 @@
-"""One configuration dataclass with named presets, and the one way strings become its values.
+"""One configuration dataclass with named presets (``PRESETS``), and the one way strings become its values.
 
-Presets: ``lab`` (the lab report's exact settings), ``demo`` (a CPU preset that learns
-visibly in minutes), ``smoke`` (a tiny model for tests). ``make_config`` builds a preset with
-overrides from papermill (a dict) or the CLI (``key=value`` strings); ``Config.replace`` makes
-a checked copy. An unknown key or a bad value raises ``ConfigError`` naming it.
+``make_config`` builds a preset with overrides from papermill (a dict) or the CLI (``key=value``);
+``Config.replace`` makes a checked copy; a bad key or value raises ``ConfigError`` naming it. Each field
+declares its group, range and choices itself (``setting``); ``RUNTIME_FIELDS`` etc. are derived from them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # The value of a switch that the machine decides (``lab5.hardware.resolve_precision``).
 AUTO = "auto"
-# Switches that take True, False or AUTO.
-TRISTATE = ("bf16", "channels_last")
-
-# Fields that change how a run is computed, not what it learns: they neither name a run
-# directory nor block loading or resuming it (epochs: a run can be extended; bf16,
-# channels_last, compile: the same maths in other arithmetic or kernels).
-RUNTIME_FIELDS = ("epochs", "num_workers", "device", "threads", "checkpoint_every", "compile",
-                  "bf16", "channels_last")
-# What a resume may change besides: the step size, after a non-finite stop.
-RESUMABLE_FIELDS = RUNTIME_FIELDS + ("lr", "grad_clip")
-# Fields that shape the model's parameters: a checkpoint with other values cannot be loaded.
-ARCH_FIELDS = ("arch", "nf", "g_dim", "z_dim", "rnn_size", "predictor_rnn_layers",
-               "posterior_rnn_layers", "prior_rnn_layers", "prior", "condition")
-
-#: What the predictor may be given, from the same data files; the one place these names are spelled.
-CONDITIONS: dict[str, str] = {
-    "actions+positions": "every frame's action and end-effector position (the lab's: the arm's future is given)",
-    "actions+start": "every frame's action, the end-effector position of the conditioning frames only "
-                     "(Finn et al. 2016, SAVP: the arm's future must come from the actions)",
-    "actions": "every frame's action, no position",
-    "none": "nothing (action-free, SVG's BAIR setting)",
-}
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("vgg64", "dcgan64"),
-    "condition": tuple(CONDITIONS),
-    "prior": ("fixed", "learned", "none"),
-    "kl_mode": ("monotonic", "cyclical", "off"),
-    "step": ("reference", "exact", "fast"),
-    "init": ("svg", "torch"),
-    "skip_frame": ("svg", "last"),
-    "tf_style": ("listing", "conditioned"),
-    "device": ("auto", "cpu", "cuda"),
-}
+SWITCH = (True, False, AUTO)
+#: A field's allowed range, spelled as its error message states it.
+RANGES: dict[str, Callable[[Any], bool]] = {">= 1": lambda v: v >= 1, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0,
+                                            "in [0, 1)": lambda v: 0 <= v < 1, "in [0, 1]": lambda v: 0 <= v <= 1}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 class ConfigError(ValueError):
     """An unknown key, an ill-typed value or an out-of-range value in a Config."""
 
 
-def check_switch(name: str, value: Any) -> None:
-    """A TRISTATE field's value must be True, False or AUTO."""
-    if value not in (True, False, AUTO) or isinstance(value, int) and not isinstance(value, bool):
-        raise ConfigError(f"config field '{name}': {value!r} is not one of [True, False, '{AUTO}']")
+def setting(default: Any, group: str = "", *, bounds: str = "", choices: tuple[Any, ...] = ()) -> Any:
+    """A Config field in ``group``: "runtime" changes how a run is computed, not what it learns, so it
+    neither names a run directory nor blocks loading or resuming it (epochs: a run can be extended; bf16,
+    channels_last, compile: the same maths in other kernels); "resumable" may change on a resume too (the
+    step size, after a non-finite stop); "arch" shapes the parameters (a checkpoint must match them)."""
+    return dataclasses.field(default=default, metadata={"group": group, "bounds": bounds, "choices": choices})
 
 
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """``value`` must be one of ``choices`` and of its type (1 is not True)."""
+    if not any(value == c and type(value) is type(c) for c in choices):
+        raise ConfigError(f"config field '{name}': {value!r} is not one of {list(choices)}")
 
 
 def coerce(key: str, value: Any, typ: type, allow_auto: bool = False) -> Any:
-    """``value`` (a Python value, or a string from the CLI or papermill) as a ``typ``; a value
-    that is not one raises ConfigError naming ``key``."""
-    if allow_auto and isinstance(value, str) and value.strip().lower() == AUTO:
+    """``value`` (a Python value, or a CLI or papermill string) as a ``typ``, else ConfigError naming ``key``."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    if allow_auto and text == AUTO:
         return AUTO
-    text = value.strip() if isinstance(value, str) else None
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if text is not None and text.lower() in _TRUE + _FALSE:
-            return text.lower() in _TRUE
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-    elif typ in (int, float) and not isinstance(value, bool):
-        if isinstance(value, (int, float)) and (typ is float or float(value).is_integer()):
+    if typ is bool and (isinstance(value, int) and value in (0, 1) or text in _TRUE + _FALSE):
+        return bool(value) if text is None else text in _TRUE
+    if typ in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if typ is float or float(value).is_integer():
             return typ(value)
-        if text is not None:
-            try:
-                return typ(text)
-            except ValueError:
-                pass
-    elif typ is str and isinstance(value, str):
+    elif typ in (int, float) and text is not None:
+        with contextlib.suppress(ValueError):
+            return typ(text)
+    elif typ is str and text is not None:
         return value
     expected = f"{typ.__name__} or '{AUTO}'" if allow_auto else typ.__name__
     raise ConfigError(f"config key '{key}' expects {expected}, got {value!r} ({type(value).__name__})")
@@ -95,13 +63,20 @@ def coerce(key: str, value: Any, typ: type, allow_auto: bool = False) -> Any:
 
 def parse_assignments(items: list[str]) -> dict[str, str]:
     """``["lr=1e-3", "epochs=7"]`` (``--set``) -> ``{"lr": "1e-3", "epochs": "7"}``."""
-    out = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
+        if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-        out[key.strip()] = raw.strip()
-    return out
+    return {key.strip(): raw.strip() for key, _, raw in (item.partition("=") for item in items)}
+
+
+#: What the predictor may read from the data's conditions, the one place these names are spelled:
+#: (the actions?, the end-effector positions of "all" frames, of the conditioning frames only, or "none").
+CONDITIONS: dict[str, tuple[bool, str]] = {
+    "actions+positions": (True, "all"),   # the lab's: the arm's future is given
+    "actions+start": (True, "start"),     # Finn et al. 2016, SAVP: the arm's future must come from the actions
+    "actions": (True, "none"),
+    "none": (False, "none"),              # action-free, SVG's BAIR setting
+}
 
 
 @dataclass
@@ -110,69 +85,61 @@ class Config:
 
     preset: str = "lab"
     seed: int = 42
-    # --- data -------------------------------------------------------------------
-    n_past: int = 2              # conditioning frames
-    n_future: int = 10           # predicted frames (training and evaluation)
+    n_past: int = setting(2, bounds=">= 1")        # conditioning frames
+    n_future: int = setting(10, bounds=">= 1")     # predicted frames (training and evaluation)
     random_window: bool = False  # train on a random window instead of the first frames
-    num_workers: int = 0
-    # --- model ------------------------------------------------------------------
-    arch: str = "vgg64"          # encoder/decoder family
-    nf: int = 64                 # base width of dcgan64 (vgg64 follows the report's widths)
-    g_dim: int = 128             # frame encoding size
-    z_dim: int = 64              # latent size; 0 makes a deterministic model
-    rnn_size: int = 256
-    predictor_rnn_layers: int = 2
-    posterior_rnn_layers: int = 1
-    prior_rnn_layers: int = 1
-    prior: str = "fixed"         # fixed N(0, I) (SVG-FP), learned (SVG-LP), none (deterministic)
+    num_workers: int = setting(0, "runtime", bounds=">= 0")
+    arch: str = setting("vgg64", "arch", choices=("vgg64", "dcgan64"))  # encoder/decoder family
+    nf: int = setting(64, "arch", bounds=">= 1")   # base width of dcgan64 (vgg64 follows the report's widths)
+    g_dim: int = setting(128, "arch", bounds=">= 1")  # frame encoding size
+    z_dim: int = setting(64, "arch", bounds=">= 0")   # latent size; 0 makes a deterministic model
+    rnn_size: int = setting(256, "arch", bounds=">= 1")
+    predictor_rnn_layers: int = setting(2, "arch", bounds=">= 1")
+    posterior_rnn_layers: int = setting(1, "arch", bounds=">= 1")
+    prior_rnn_layers: int = setting(1, "arch", bounds=">= 1")
+    prior: str = setting("fixed", "arch", choices=("fixed", "learned", "none"))  # SVG-FP N(0,I), SVG-LP, deterministic
     last_frame_skip: bool = False
-    # What the predictor is conditioned on (CONDITIONS): the lab's actions and end-effector positions,
-    # the actions with the conditioning frames' positions, the actions alone, or nothing.
-    condition: str = "actions+positions"
+    condition: str = setting("actions+positions", "arch", choices=tuple(CONDITIONS))  # what the predictor reads
     # Which frame's skips the predicted frames take (without last_frame_skip): "svg", x[n_past-2] as
     # SVG and the report's Listing 2.7; "last", the last conditioning frame x[n_past-1].
-    skip_frame: str = "svg"
+    skip_frame: str = setting("svg", choices=("svg", "last"))
     # Weights: "svg", N(0, 0.02) for conv and linear weights and N(1, 0.02) for BatchNorm's, biases 0
     # (SVG and the lab template); "torch", PyTorch's default initialisation.
-    init: str = "svg"
-    # --- optimisation -----------------------------------------------------------
-    batch_size: int = 64
-    epochs: int = 100
-    iters_per_epoch: int = 600   # 0: one pass over the training split per epoch
-    lr: float = 2e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float = 0.0       # 0 disables gradient-norm clipping
-    # --- KL annealing (report semantics) ----------------------------------------
-    kl_mode: str = "monotonic"
-    kl_cycles: int = 4
-    kl_ratio: float = 0.5        # fraction of a cycle spent ramping beta up
-    kl_beta_min: float = 0.0
+    init: str = setting("svg", choices=("svg", "torch"))
+    batch_size: int = setting(64, bounds=">= 1")
+    epochs: int = setting(100, "runtime", bounds=">= 1")
+    iters_per_epoch: int = setting(600, bounds=">= 0")  # 0: one pass over the training split per epoch
+    lr: float = setting(2e-3, "resumable", bounds="> 0")
+    beta1: float = setting(0.9, bounds="in [0, 1)")
+    beta2: float = setting(0.999, bounds="in [0, 1)")
+    grad_clip: float = setting(0.0, "resumable", bounds=">= 0")  # 0 disables gradient-norm clipping
+    # KL annealing and teacher forcing (scheduled sampling), with the report's semantics
+    kl_mode: str = setting("monotonic", choices=("monotonic", "cyclical", "off"))
+    kl_cycles: int = setting(4, bounds=">= 1")
+    kl_ratio: float = setting(0.5, bounds="> 0")   # fraction of a cycle spent ramping beta up
+    kl_beta_min: float = setting(0.0, bounds=">= 0")
     kl_beta_max: float = 1.0
-    # --- teacher forcing (scheduled sampling, report semantics) -----------------
-    tf_ratio: float = 1.0
-    tf_decay_start: int = 100    # epoch at which the ratio starts to decay
-    tf_decay_step: float = 0.0   # decrease per epoch after tf_decay_start
-    tf_min: float = 0.0
-    # "listing", the report's Listing 2.7: a batch without teacher forcing feeds back its predictions
-    # from the second frame on (conditioning frames too), and the ratio stays tf_ratio through epoch
-    # tf_decay_start, then decays from 1. "conditioned": conditioning frames are always ground truth,
-    # and the ratio decays from tf_ratio from epoch tf_decay_start on (lab5 before these fields).
-    tf_style: str = "listing"
-    # --- validation / checkpoints -----------------------------------------------
-    val_every: int = 5           # epochs between validation PSNR measurements
-    val_sequences: int = 0       # 0: the whole validation split
-    checkpoint_every: int = 0    # iterations between mid-epoch checkpoints; 0: epoch ends only
-    # --- performance ------------------------------------------------------------
-    step: str = "exact"          # reference | exact (encode once) | fast (batched over time)
-    # True, False or "auto". bf16 auto: on where the device computes bfloat16 natively (CUDA;
-    # a CPU with AVX512_BF16 or AMX), off where it would be emulated (AVX2). channels_last
+    tf_ratio: float = setting(1.0, bounds="in [0, 1]")
+    tf_decay_start: int = setting(100, bounds=">= 0")  # epoch at which the ratio starts to decay
+    tf_decay_step: float = setting(0.0, bounds=">= 0")  # decrease per epoch after tf_decay_start
+    tf_min: float = setting(0.0, bounds="in [0, 1]")
+    # "listing", the report's Listing 2.7: a batch without teacher forcing feeds back its predictions from the
+    # second frame on (conditioning frames too), and the ratio stays tf_ratio through epoch tf_decay_start, then
+    # decays from 1. "conditioned" (lab5 before these fields): conditioning frames are always ground truth, and
+    # the ratio decays from tf_ratio from epoch tf_decay_start on.
+    tf_style: str = setting("listing", choices=("listing", "conditioned"))
+    val_every: int = setting(5, bounds=">= 1")     # epochs between validation PSNR measurements
+    val_sequences: int = setting(0, bounds=">= 0")  # 0: the whole validation split
+    checkpoint_every: int = setting(0, "runtime", bounds=">= 0")  # iterations between mid-epoch ones; 0: epoch ends
+    step: str = setting("exact", choices=("reference", "exact", "fast"))  # exact: encode once; fast: batched over time
+    # Switches: True, False or "auto". bf16 auto: on where the device computes bfloat16 natively
+    # (CUDA; a CPU with AVX512_BF16 or AMX), off where it would be emulated (AVX2). channels_last
     # auto: on with bf16 only. The values a run resolved to are in its config.json.
-    bf16: bool | str = False     # bfloat16 autocast
-    channels_last: bool | str = AUTO
-    compile: bool = False
-    device: str = "auto"
-    threads: int = 0             # torch intra-op threads; 0 keeps torch's default
+    bf16: bool | str = setting(False, "runtime", choices=SWITCH)   # bfloat16 autocast
+    channels_last: bool | str = setting(AUTO, "runtime", choices=SWITCH)
+    compile: bool = setting(False, "runtime")
+    device: str = setting("auto", "runtime", choices=("auto", "cpu", "cuda"))
+    threads: int = setting(0, "runtime", bounds=">= 0")  # torch intra-op threads; 0 keeps torch's default
 
     @property
     def n_frames(self) -> int:
@@ -180,34 +147,13 @@ class Config:
         return self.n_past + self.n_future
 
     def validate(self) -> "Config":
-        """Check ranges and choices; raise ConfigError naming the first bad field."""
-        for name in TRISTATE:
-            check_switch(name, getattr(self, name))
-        for name, allowed in CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"config field '{name}': {value!r} is not one of {list(allowed)}")
-        positive = ["n_past", "n_future", "batch_size", "epochs", "g_dim", "rnn_size",
-                    "predictor_rnn_layers", "posterior_rnn_layers", "prior_rnn_layers",
-                    "nf", "val_every", "kl_cycles"]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"config field '{name}' must be >= 1, got {getattr(self, name)!r}")
-        for name in ["z_dim", "iters_per_epoch", "num_workers", "val_sequences",
-                     "checkpoint_every", "threads", "tf_decay_start", "grad_clip",
-                     "tf_decay_step", "kl_beta_min"]:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"config field '{name}' must be >= 0, got {getattr(self, name)!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"config field 'lr' must be > 0, got {self.lr!r}")
-        for name in ["beta1", "beta2"]:
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"config field '{name}' must be in [0, 1), got {getattr(self, name)!r}")
-        for name in ["tf_ratio", "tf_min"]:
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"config field '{name}' must be in [0, 1], got {getattr(self, name)!r}")
-        if not 0 < self.kl_ratio:
-            raise ConfigError(f"config field 'kl_ratio' must be > 0, got {self.kl_ratio!r}")
+        """Check switches, choices and ranges; raise ConfigError naming the first bad field."""
+        for f in fields(self):
+            value, bounds, choices = getattr(self, f.name), f.metadata.get("bounds"), f.metadata.get("choices")
+            if choices:
+                check_choice(f.name, value, choices)
+            if bounds and not RANGES[bounds](value):
+                raise ConfigError(f"config field '{f.name}' must be {bounds}, got {value!r}")
         if self.kl_beta_max <= 0 or self.kl_beta_min > self.kl_beta_max:
             raise ConfigError("config fields 'kl_beta_min'/'kl_beta_max' need 0 <= min <= max, max > 0")
         if self.prior == "none" and self.z_dim != 0:
@@ -222,8 +168,9 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+    def to_json(self, **extra: Any) -> str:
+        """The fields (and ``extra`` keys, such as a run's ``resolved``) as sorted, indented JSON."""
+        return json.dumps({**self.to_dict(), **extra}, indent=2, sort_keys=True) + "\n"
 
     def replace(self, **values: Any) -> "Config":
         """A checked copy with some fields changed (strings are converted to the fields' types)."""
@@ -242,15 +189,14 @@ class Config:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Config":
-        path = Path(path)
+        """A Config from a JSON file; errors name the file."""
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(Path(path).read_text())
+            if not isinstance(data, dict):
+                raise ConfigError("config JSON must be an object")
+            return cls.from_dict(data)
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read config JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: config JSON must be an object")
-        try:
-            return cls.from_dict(data)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
 
@@ -258,34 +204,39 @@ class Config:
 # What a stored config without these fields (written before they existed) meant.
 LEGACY = {"skip_frame": "last", "init": "torch", "tf_style": "conditioned"}
 
+# The switches take bools (or AUTO); the field groups ``setting`` declares (a resume may change the runtime
+# fields and the resumable ones).
+TRISTATE = tuple(f.name for f in fields(Config) if f.metadata.get("choices") == SWITCH)
+FIELD_TYPES: dict[str, type] = {k: bool if k in TRISTATE else t for k, t in typing.get_type_hints(Config).items()}
+RUNTIME_FIELDS, _RESUMABLE, ARCH_FIELDS = (tuple(f.name for f in fields(Config) if f.metadata.get("group") == g)
+                                           for g in ("runtime", "resumable", "arch"))
+RESUMABLE_FIELDS = RUNTIME_FIELDS + _RESUMABLE
+
 
 def field_value(key: str, value: Any) -> Any:
     """``value`` as the type of Config field ``key`` (a string from the CLI or papermill converted)."""
     if key not in FIELD_TYPES:
         raise ConfigError(f"unknown config key '{key}' (known keys: {', '.join(sorted(FIELD_TYPES))})")
-    return coerce(key, value, bool if key in TRISTATE else FIELD_TYPES[key], allow_auto=key in TRISTATE)
+    return coerce(key, value, FIELD_TYPES[key], allow_auto=key in TRISTATE)
 
-
-FIELD_TYPES: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
 
 _DEMO = dict(arch="dcgan64", nf=24, g_dim=64, z_dim=8, rnn_size=128, batch_size=16, epochs=6,
              iters_per_epoch=40, kl_cycles=1, tf_decay_start=1, tf_decay_step=0.2, tf_min=0.2,
              val_every=1, val_sequences=64, step="fast", bf16=AUTO, channels_last=False,
              random_window=True, threads=2, skip_frame="last")
 PRESETS: dict[str, dict[str, Any]] = {
-    # The report: seed 42, batch 64, 100 epochs x 600 iterations, Adam(2e-3, (0.9, 0.999)), rnn 256,
-    # predictor 2 layers, posterior 1 layer, g_dim 128, z_dim 64, 2 + 10 frames, VGG64, fixed prior,
-    # teacher forcing fixed at 1 (its Figs. 3.2/3.3), validation every 5 epochs: the defaults.
+    # The report (the defaults): seed 42, batch 64, 100 epochs x 600 iterations, Adam(2e-3, (0.9, 0.999)), rnn 256,
+    # 2 + 1 LSTM layers, g_dim 128, z_dim 64, 2 + 10 frames, VGG64, fixed prior, teacher forcing fixed at 1 (its
+    # Figs. 3.2/3.3), validation every 5 epochs.
     "lab": {},
     # 04_training learns visibly within the workbook's 10 minutes on a 2-core CPU without native
     # bf16; the shipped checkpoint is this preset trained longer (see README). Skips of the last
     # conditioning frame: 0.3 dB better here than SVG's choice (benchmarks/deviations.py).
     "demo": _DEMO,
-    # The demo's model with SVG-LP's learned prior and a constant beta = 1e-5: an assumed pixel noise
-    # sigma = sqrt(beta * 64*64*3 / 2) of 0.25 instead of beta = 1's 78 (pixels in [0, 1]), so the KL
-    # stays alive and z carries what the first frames and conditions leave open (at SVG's 1e-4 it
-    # still collapsed on the embedded data: README). nf 20 keeps the three shipped latent-*
-    # checkpoints and the demo's within 30 MB; the epochs are theirs (README).
+    # The demo's model with SVG-LP's learned prior and a constant beta = 1e-5: an assumed pixel noise sigma =
+    # sqrt(beta * 64*64*3 / 2) of 0.25 instead of beta = 1's 78, so the KL stays alive and z carries what the
+    # first frames and conditions leave open (at SVG's 1e-4 it still collapsed on the embedded data: README).
+    # nf 20 keeps the three shipped latent-* checkpoints and the demo's within 30 MB; the epochs are theirs.
     "latent": {**_DEMO, "nf": 20, "prior": "learned", "kl_mode": "off", "kl_beta_max": 1e-5,
                "epochs": 16, "iters_per_epoch": 250, "checkpoint_every": 50},
     "smoke": dict(arch="dcgan64", nf=8, g_dim=16, z_dim=4, rnn_size=16, predictor_rnn_layers=1,

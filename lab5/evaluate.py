@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lab5.config import ConfigError
+from lab5.config import CONDITIONS, ConfigError
 from lab5.files import progress_bar, write_atomic
 from lab5.metrics import (CHANGED_THRESHOLD, changed_mask, changed_psnr_per_frame, copy_last, psnr_per_frame,
                           ssim_per_frame)
 from lab5.models.cvae import CVAE
-from lab5.steps import kl_term
+from lab5.sim.generate import MANIFEST
+from lab5.sim.replay import counterfactual_data
 
 Z_SOURCE = "posterior z on conditioning frames, prior z on predicted frames"
 PSNR_TEXT = ("10*log10(1/MSE) per colour channel, pixels in [0,1], averaged over the channels "
@@ -65,33 +66,6 @@ def get_protocol(name: str | Protocol) -> Protocol:
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown protocol '{name}' (known: {', '.join(PROTOCOLS)})")
     return PROTOCOLS[name]
-
-
-@torch.no_grad()
-def generate(model: CVAE, x: torch.Tensor, c: torch.Tensor, n_past: int, n_future: int,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """Predict frames n_past..n_past+n_future−1 of ``x [B,T,3,H,W]`` given ``c [B,T,C]``.
-
-    Returns ``[B, n_future, 3, H, W]``. The model must be in eval mode.
-    """
-    x, c = x.transpose(0, 1), model.visible_condition(c.transpose(0, 1), n_past)
-    hidden = model.init_hidden(x.shape[1], x.device)
-    x_in, skip, preds = x[0], None, []
-    for i in range(1, n_past + n_future):
-        h, frame_skip = model.encoder(x_in)
-        if model.updates_skip(i, n_past):
-            skip = frame_skip
-        if i < n_past:
-            z = model.posterior(model.encoder(x[i])[0], hidden, generator)[0]
-            if model.prior_net is not None:  # keep the learned prior's state in step
-                model.prior(h, hidden, generator)
-            model.predict(h, z, c[i - 1], skip, hidden)
-            x_in = x[i]
-        else:
-            z = model.prior(h, hidden, generator)[0]
-            x_in = model.predict(h, z, c[i - 1], skip, hidden)
-            preds.append(x_in)
-    return torch.stack(preds, 1)
 
 
 def nan_summary(values: np.ndarray) -> dict[str, Any]:
@@ -139,12 +113,6 @@ def stack_frames(dataset: Dataset, n_frames: int, max_sequences: int = 0) -> tor
     """The first ``n_frames`` frames of the first ``max_sequences`` (0: all) sequences, ``[N,T,3,H,W]``."""
     n = min(max_sequences or len(dataset), len(dataset))
     return torch.stack([dataset[i][0][:n_frames] for i in range(n)])
-
-
-def copy_last_psnr(dataset: Dataset, n_past: int, n_future: int, max_sequences: int = 0) -> float:
-    """PSNR of repeating the last conditioning frame: the baseline a prediction has to beat."""
-    return float(psnr_per_frame(*copy_last(stack_frames(dataset, n_past + n_future, max_sequences),
-                                           n_past, n_future)).mean())
 
 
 def summary(values: np.ndarray) -> dict[str, Any]:
@@ -202,7 +170,7 @@ def sample_metrics(model: CVAE, dataset: Dataset, protocol: Protocol, samples: i
         truth, p_s, s_s, c_s, total, squares = x[:, n_past:T], [], [], [], 0.0, 0.0
         mask = changed_mask(x[:, n_past - 1], truth)
         for _ in range(samples):  # one sample at a time: 100 of them would not fit in memory together
-            pred = generate(model, x, c, n_past, protocol.n_future, gen)
+            pred = model.generate(x, c, n_past, protocol.n_future, gen)
             p_s.append(psnr_per_frame(pred, truth).cpu().numpy())
             c_s.append(changed_psnr_per_frame(pred, truth, mask).cpu().numpy())
             if with_ssim:
@@ -225,14 +193,8 @@ def test_kl(model: CVAE, dataset: Dataset, protocol: Protocol, device: str | tor
     true frames: how much the posterior, which sees frame t, knows that the prior does not."""
     T = protocol.n_frames
     per_frame = np.zeros(T - 1)
-    for x, _ in DataLoader(dataset, batch_size=batch_size):
-        x = x[:, :T].to(device).transpose(0, 1)
-        hidden = model.init_hidden(x.shape[1], x.device)
-        for i in range(1, T):
-            h = model.encoder(x[i - 1])[0]
-            posterior = model.posterior(model.encoder(x[i])[0], hidden)
-            prior = model.prior(h, hidden) if model.prior_net is not None else None
-            per_frame[i - 1] += float(kl_term(model, posterior, prior)) * x.shape[1]
+    for x, c in DataLoader(dataset, batch_size=batch_size):
+        per_frame += model.kl_per_frame(x[:, :T].to(device), c[:, :T].to(device)).double().cpu().numpy() * len(x)
     per_frame /= len(dataset)
     return {"mean": float(per_frame.mean()), "per_frame": [float(v) for v in per_frame],
             "what": f"nats per frame, frames 1..{T - 1}, posterior and prior along the true frames"}
@@ -247,8 +209,8 @@ def shuffles(model: CVAE, dataset: Dataset, run: dict[str, Any]) -> dict[str, An
              "shuffled_positions_only": (slice(a, None), "end-effector positions of another sequence, its own actions")}
     # A shuffle of columns the model never reads measures nothing (actions+start reads the positions of
     # the conditioning frames only: shuffling them is part of shuffling the conditions).
-    used = {"actions+positions": set(kinds), "actions+start": {"shuffled_conditions", "shuffled_actions_only"},
-            "actions": {"shuffled_conditions", "shuffled_actions_only"}, "none": set()}[model.cfg.condition]
+    actions, positions = CONDITIONS[model.cfg.condition]
+    used = set(kinds) if positions == "all" else {"shuffled_conditions", "shuffled_actions_only"} if actions else set()
     out: dict[str, Any] = {}
     for key, (columns, what) in kinds.items():
         if key not in used:
@@ -265,9 +227,11 @@ def shuffles(model: CVAE, dataset: Dataset, run: dict[str, Any]) -> dict[str, An
 def evaluate_model(model: CVAE, dataset: Dataset, protocol: str | Protocol = "lab", samples: int | None = None,
                    batch_size: int = 32, seed: int = 0, device: str | torch.device = "cpu",
                    max_sequences: int = 0, split: str = "test", with_ssim: bool = True,
-                   with_shuffled: bool = True, progress: bool = True) -> dict[str, Any]:
+                   with_shuffled: bool = True, progress: bool = True,
+                   counterfactual_root: str | Path | None = None) -> dict[str, Any]:
     """Run ``protocol`` on ``dataset`` (``samples`` per sequence: the protocol's unless given); return
-    the results dict (see ``lab5 evaluate --json``)."""
+    the results dict (see ``lab5 evaluate --json``), with the counterfactual when ``counterfactual_root``
+    names the embedded data ``dataset`` comes from."""
     p = get_protocol(protocol)
     samples = samples or p.samples
     if max_sequences:
@@ -305,7 +269,48 @@ def evaluate_model(model: CVAE, dataset: Dataset, protocol: str | Protocol = "la
                        best_of_n_curve=best_of_n_curve(psnr, ssim),
                        diversity={"pixel_std": pixel_std, "what": "per-pixel standard deviation across the "
                                   "samples, averaged over pixels, frames and sequences"})
+    if counterfactual_root is not None:
+        results["counterfactual"] = counterfactual(model, dataset, counterfactual_root, split, p, seed, device,
+                                                   max_sequences)
     return results
+
+
+@torch.no_grad()
+def counterfactual(model: CVAE, dataset: Dataset, root: str | Path, split: str = "test",
+                   protocol: str | Protocol = "lab", seed: int = 0, device: str | torch.device = "cpu",
+                   max_sequences: int = 0) -> dict[str, Any]:
+    """On the counterfactual truth (``sim.replay``): the model given the new actions (one prior sample),
+    the same model given the factual conditions (same noise: the prediction that ignores the new
+    actions), and copy-last-frame; whole-frame PSNR and SSIM and changed-pixel PSNR for each."""
+    p = get_protocol(protocol)
+    data = counterfactual_data(dataset, root, split, p.n_past, p.n_frames, max_sequences)
+    x = data["x"]
+    model.eval()
+    preds = {name: model.generate(x.to(device), c.to(device), p.n_past, p.n_future,
+                                  torch.Generator(device=device).manual_seed(seed)).cpu()
+             for name, c in (("model", data["c"]), ("factual_conditions", data["factual_c"]))}
+    preds["copy_last"], truth = copy_last(x, p.n_past, p.n_future)
+    changed = changed_scores(x[:, p.n_past - 1], truth, preds)
+
+    def scores(name: str, ssim: bool = True) -> dict[str, float]:
+        out = {"psnr": float(psnr_per_frame(preds[name], truth).mean()),
+               "changed_psnr": changed[name]["psnr"]["mean"]}
+        return {**out, "ssim": float(ssim_per_frame(preds[name], truth).mean())} if ssim else out
+
+    return {**scores("model"), "copy_last": scores("copy_last"),
+            "factual_conditions": scores("factual_conditions", ssim=False),
+            "changed_fraction": changed["fraction"], "contact_fraction": data["contact_fraction"],
+            "sequences": len(x),
+            "what": "each test scene re-simulated from its own start, its own actions up to the last conditioning "
+                    "frame and then another push of the same random policy; the model given those actions (and "
+                    "positions); factual_conditions: the same model given the data's conditions (it ignores the "
+                    "new actions)"}
+
+
+def replayable(model: CVAE, root: str | Path) -> bool:
+    """Whether the counterfactual can be measured: the model reads actions and ``root`` is embedded data
+    the simulator can replay (it has a ``SYNTHETIC.json``)."""
+    return model.cfg.condition != "none" and (Path(root) / MANIFEST).is_file()
 
 
 def compare_protocols(model: CVAE, dataset: Dataset, seed: int = 0, device: str | torch.device = "cpu",
@@ -435,7 +440,7 @@ def read_counterfactual(cf: dict[str, Any], condition: str) -> str:
     changed = cf["changed_psnr"] - cf["factual_conditions"]["changed_psnr"]
     line = (f"Given another push of the same scene, it scores {gain:+.2f} dB on whole frames and {changed:+.2f} dB "
             f"on changed pixels against its own prediction from the factual conditions on that truth")
-    if condition == "actions+positions":
+    if CONDITIONS[condition][1] == "all":
         return line + (": it is also given the positions the new actions lead to, so this does not show that it "
                        "reads the actions.")
     if changed >= 2 and gain >= 0.5:

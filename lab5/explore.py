@@ -13,12 +13,12 @@ import torch
 
 from lab5.data.dataset import BairDataset
 from lab5.data.layout import count_frames, find_sequences, present_splits, read_csvs
-from lab5.metrics import psnr_per_frame
+from lab5.metrics import copy_last_psnr, psnr_per_frame
 from lab5.files import home
 from lab5.sim import sequence_seed, simulate_sequence
-from lab5.steps import exact_step, reference_step
+from lab5.sim.world import ACTION_NAMES
+from lab5.models.cvae import count_parameters
 
-ACTION_COLUMNS = ("dx", "dy", "closure", "height")
 POSITION_COLUMNS = ("ee_x", "ee_y", "ee_z")
 
 
@@ -47,23 +47,16 @@ def conditions_table(root: str | Path, split: str = "train", limit: int = 256):
         n = count_frames(seq)
         actions, positions = read_csvs(seq, n)
         block = np.concatenate([actions[:, :4], positions[:, :3]], 1)
-        table = pd.DataFrame(block, columns=[*ACTION_COLUMNS, *POSITION_COLUMNS])
+        table = pd.DataFrame(block, columns=[*ACTION_NAMES, *POSITION_COLUMNS])
         rows.append(table.assign(sequence=k, t=range(n)))
     table = pd.concat(rows, ignore_index=True)
-    return table[["sequence", "t", *ACTION_COLUMNS, *POSITION_COLUMNS]]
+    return table[["sequence", "t", *ACTION_NAMES, *POSITION_COLUMNS]]
 
 
 def summary_table(table):
     """Mean, std, min and max of each condition column, rounded for printing."""
-    cols = [*ACTION_COLUMNS, *POSITION_COLUMNS]
+    cols = [*ACTION_NAMES, *POSITION_COLUMNS]
     return table[cols].agg(["mean", "std", "min", "max"]).T.round(3)
-
-
-def copy_last_by_horizon(frames: torch.Tensor, ref: int = 1) -> np.ndarray:
-    """Mean PSNR of copying frame ``ref`` of ``frames [N, T, 3, H, W]`` forward: entry k is frame
-    ``ref + 1 + k``; the lab's baseline is the mean of the first 10 (frames 2..11 from frame 1)."""
-    later = frames[:, ref + 1:]
-    return psnr_per_frame(frames[:, ref:ref + 1].expand_as(later), later).mean(0).numpy()
 
 
 def real_bair_root() -> Path | None:
@@ -80,7 +73,7 @@ def real_and_simulated(real_root: Path, sim_root: str | Path,
     real = BairDataset(real_root, split, n_frames=n_frames, validate=False)[0][0]
     sim = BairDataset(sim_root, "test", n_frames=n_frames, validate=False)[0][0]
     pair = torch.stack([real, sim])
-    psnr = {name: float(copy_last_by_horizon(pair[i:i + 1]).mean())
+    psnr = {name: float(copy_last_psnr(pair[i:i + 1]).mean())
             for i, name in enumerate(("real", "simulated"))}
     return pair, psnr
 
@@ -101,7 +94,7 @@ def action_dependence(n: int = 8, seed: int = 0, n_frames: int = 12) -> dict[str
     moved = [np.abs(runs[i][2][2:, :2] - runs[(i + 1) % n][2][2:, :2]).mean() for i in range(n)]
     return {"scenes": n, "replay with own actions is identical": replay_same,
             "PSNR original vs other actions (dB)": float(between.mean()),
-            "copy-last-frame PSNR (dB)": float(copy_last_by_horizon(orig).mean()),
+            "copy-last-frame PSNR (dB)": float(copy_last_psnr(orig).mean()),
             "mean end-effector distance (m)": float(np.mean(moved)),
             "example": torch.stack([orig[0], other[0]])}
 
@@ -110,10 +103,6 @@ def action_dependence(n: int = 8, seed: int = 0, n_frames: int = 12) -> dict[str
 
 def _shape(t: torch.Tensor) -> str:
     return "x".join(str(s) for s in t.shape)
-
-
-def count_parameters(module: torch.nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
 @torch.no_grad()
@@ -138,8 +127,8 @@ def module_table(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor):
                      count_parameters(model.prior_net)))
     elif model.z_dim:
         rows.append(("fixed prior N(0, I)", "-", f"z {_shape(z)}", 0))
-    inp = torch.cat([h, z, c[:, 0].to(h.dtype)], 1)
-    g = model.predict_code(h, z, c[:, 0], hidden)
+    inp = torch.cat([h, z, c[:, 0, model.cond_columns].to(h.dtype)], 1)
+    g, _ = model.predictor(inp, hidden["predictor"])
     rows.append(("predictor (LSTM)", f"[h, z, c] {_shape(inp)}", f"g {_shape(g)}",
                  count_parameters(model.predictor)))
     x_hat = model.decoder(g, skips)
@@ -150,21 +139,20 @@ def module_table(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor):
     return pd.DataFrame(rows, columns=["module", "input", "output", "parameters"]).set_index("module")
 
 
-def compare_steps(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, beta: float, n_past: int,
-                  seed: int = 0) -> dict[str, Any]:
-    """``reference_step`` against ``exact_step`` on the same batch-major ``x``/``c``, weights and
-    noise (train mode, as in training): loss and gradients; BatchNorm statistics are restored."""
-    xt, ct = x.transpose(0, 1), c.transpose(0, 1)
+def compare_steps(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, beta: float, seed: int = 0) -> dict[str, Any]:
+    """The model's loss computed the ``reference`` and the ``exact`` way on the same batch-major
+    ``x``/``c``, weights and noise (train mode, as in training): loss and gradients; BatchNorm
+    statistics are restored."""
     state = {k: v.clone() for k, v in model.state_dict().items()}
     out: dict[str, Any] = {}
     for tf in (True, False):
         results = {}
-        for name, step in (("reference", reference_step), ("exact", exact_step)):
+        for name in ("reference", "exact"):
             model.load_state_dict(state)
             model.train()
             model.zero_grad()
             torch.manual_seed(seed)
-            r = step(model, xt, ct, beta, tf, n_past)
+            r = model(x, c, beta, tf, step=name)
             r.loss.backward()
             grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
             results[name] = (r.loss.item(), r.mse.item(), r.kld.item(), grads)
@@ -185,10 +173,11 @@ def compare_steps(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, beta
 
 def copy_last_curve(root: str | Path, split: str = "test", limit: int = 256,
                     ref: int = 1) -> np.ndarray:
-    """``copy_last_by_horizon`` over up to ``limit`` whole sequences, one sequence in memory at a time."""
+    """Mean PSNR of copying frame ``ref`` forward, entry k for frame ``ref + 1 + k``, over up to ``limit`` whole
+    sequences, one sequence in memory at a time (the lab's baseline: the mean of the first 10 from frame 1)."""
     ds = BairDataset(root, split, n_frames=None, validate=False)
     n = min(limit, len(ds))
-    return sum(copy_last_by_horizon(ds[i][0][None], ref) for i in range(n)) / n
+    return sum(copy_last_psnr(ds[i][0][None], ref + 1).mean(0).numpy() for i in range(n)) / n
 
 
 def compare_conditions(real_root: Path, simulated: pd.DataFrame) -> pd.DataFrame:

@@ -1,9 +1,9 @@
-"""What this machine computes well: the device, whether it has native bfloat16 (elsewhere bf16 is
-emulated, and slower than float32), the resolved ``bf16``/``channels_last`` settings, and glibc's
-allocator tuned for training on the CPU."""
+"""What this machine computes well: the device, native bfloat16 (elsewhere bf16 is emulated, and slower
+than float32), the resolved ``bf16``/``channels_last`` settings, and glibc's allocator tuned for the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from lab5.config import AUTO, ConfigError, check_switch
+from lab5.config import AUTO, SWITCH, ConfigError, check_choice
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) at or above AVX512_CORE_BF16: those under which oneDNN
 # may still use the CPU's bf16 instructions. Any lower cap (AVX2, AVX512_CORE, ...) emulates bf16.
@@ -32,12 +32,16 @@ def resolve_device(name: str) -> torch.device:
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_capability() -> str:
+    """The vector ISA ATen dispatches to (``AVX512``, ``AVX2``, ...)."""
+    return torch.backends.cpu.get_cpu_capability()
 
 
 @functools.cache
@@ -54,11 +58,6 @@ def native_bf16(device_type: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and has_instructions and isa_cap in _BF16_ISAS
 
 
-def cpu_capability() -> str:
-    """The vector ISA ATen dispatches to (``AVX512``, ``AVX2``, ...)."""
-    return torch.backends.cpu.get_cpu_capability()
-
-
 @dataclass(frozen=True)
 class Precision:
     """The resolved ``bf16`` and ``channels_last`` of a run on one device, and their settings."""
@@ -73,20 +72,15 @@ class Precision:
     def reason(self) -> str:
         """Why bf16 is what it is, in a few words."""
         if self.device == "cuda":
-            return "native bf16 on this GPU" if self.native_bf16 else "no native bf16 on this GPU"
-        if self.native_bf16:
-            return "native bf16 on this CPU: AVX512_BF16/AMX"
-        return f"bf16 emulated on this CPU: {cpu_capability()}, no AVX512_BF16/AMX in use"
+            return f"{'' if self.native_bf16 else 'no '}native bf16 on this GPU"
+        return ("native bf16 on this CPU: AVX512_BF16/AMX" if self.native_bf16
+                else f"bf16 emulated on this CPU: {cpu_capability()}, no AVX512_BF16/AMX in use")
 
     def describe(self) -> str:
         """``bf16 auto -> off (bf16 emulated on this CPU: ...), channels_last auto -> off``."""
-        def one(name: str, setting: Any, value: bool, why: str = "") -> str:
-            shown = "on" if value else "off"
-            if setting != AUTO:
-                return f"{name} {shown}"
-            return f"{name} auto -> {shown}" + (f" ({why})" if why else "")
-        return (f"{one('bf16', self.bf16_setting, self.bf16, self.reason)}, "
-                f"{one('channels_last', self.channels_last_setting, self.channels_last)}")
+        bf16, cl = ("on" if on else "off" for on in (self.bf16, self.channels_last))
+        bf16 = f"bf16 auto -> {bf16} ({self.reason})" if self.bf16_setting == AUTO else f"bf16 {bf16}"
+        return f"{bf16}, channels_last {'auto -> ' if self.channels_last_setting == AUTO else ''}{cl}"
 
     def warning(self) -> str | None:
         """One line when bf16 was asked for explicitly where it is emulated; else None."""
@@ -100,45 +94,41 @@ class Precision:
                 "device": self.device, "cpu_capability": cpu_capability(), "cpu_model": cpu_model()}
 
 
+# Cached, so a config is resolved once per device and process (the workbook's summary and the Solver
+# share it); typed, so that 1 (not a switch) is not served True's result.
+@functools.lru_cache(maxsize=None, typed=True)
 def resolve_precision(bf16: Any, channels_last: Any, device: torch.device | str) -> Precision:
     """The Config's ``bf16`` and ``channels_last`` (each True, False or ``"auto"``) for ``device``.
-
     ``bf16`` auto: on where the device computes bfloat16 natively. ``channels_last`` auto: on
-    with bf16 only (in float32 oneDNN's NCHW kernels are the faster ones: see the README).
-    """
-    check_switch("bf16", bf16)
-    check_switch("channels_last", channels_last)
+    with bf16 only (in float32 oneDNN's NCHW kernels are the faster ones: see the README)."""
+    check_choice("bf16", bf16, SWITCH)
+    check_choice("channels_last", channels_last, SWITCH)
     device_type = torch.device(device).type
-    native = native_bf16(device_type)
-    use_bf16 = native if bf16 == AUTO else bool(bf16)
+    use_bf16 = native_bf16(device_type) if bf16 == AUTO else bool(bf16)
     use_cl = use_bf16 if channels_last == AUTO else bool(channels_last)
-    return Precision(use_bf16, use_cl, native, device_type, bf16, channels_last)
+    return Precision(use_bf16, use_cl, native_bf16(device_type), device_type, bf16, channels_last)
 
 
 _allocator_tuned = False
 
 
 def tune_cpu_allocator() -> bool:
-    """Serve large CPU tensors from glibc's main heap, where freed blocks are reused (process-wide).
-    Returns whether it applied (only on a glibc that accepts the threshold); ``trim_cpu_memory``
-    hands the kept memory back."""
-    # glibc maps each allocation above its mmap threshold as fresh pages, which the kernel
-    # zero-fills every time, and a training step allocates gigabytes that way. Raising it, and
-    # the trim threshold so the heap is kept between frees, keeps those blocks for reuse.
+    """Serve large CPU tensors from glibc's main heap, where freed blocks are reused (process-wide); whether
+    it applied (only on a glibc that accepts the threshold). ``trim_cpu_memory`` hands the memory back."""
+    # glibc maps each allocation above its mmap threshold as fresh pages, which the kernel zero-fills every
+    # time, and a training step allocates gigabytes that way. Raising it, and the trim threshold so the heap
+    # is kept between frees, keeps those blocks for reuse.
     global _allocator_tuned
-    if _allocator_tuned:
-        return True
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
+    if _allocator_tuned or platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return _allocator_tuned
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     # The threshold first: a glibc that refuses it (older ones cap it at 32 MiB) is left as it was.
-    if libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)) != 1:
-        return False
-    _allocator_tuned = libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1)) == 1
+    if libc.mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)) == 1:
+        _allocator_tuned = libc.mallopt(m_trim_threshold, ctypes.c_int(2**31 - 1)) == 1
     return _allocator_tuned
 
 
@@ -146,7 +136,3 @@ def trim_cpu_memory() -> None:
     """Return the heap's free memory to the system (after training, in a long-lived kernel)."""
     if _allocator_tuned:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-__all__ = ["AUTO", "Precision", "cpu_capability", "cpu_model", "native_bf16", "resolve_device",
-           "resolve_precision", "trim_cpu_memory", "tune_cpu_allocator"]

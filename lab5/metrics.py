@@ -57,3 +57,9 @@ def copy_last(x: torch.Tensor, n_past: int, n_future: int) -> tuple[torch.Tensor
     the true frames it stands for), each ``[B, n_future, 3, H, W]``."""
     truth = x[:, n_past:n_past + n_future]
     return x[:, n_past - 1:n_past].expand_as(truth), truth
+
+
+def copy_last_psnr(x: torch.Tensor, n_past: int = 2, n_future: int | None = None) -> torch.Tensor:
+    """``[B, n_future]``: the PSNR of each frame the copy-last-frame baseline predicts for ``x [B,T,3,H,W]``
+    (default: every frame after the ``n_past`` conditioning ones)."""
+    return psnr_per_frame(*copy_last(x, n_past, n_future or x.shape[1] - n_past))

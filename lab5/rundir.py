@@ -1,29 +1,40 @@
-"""The run directory: its file names, config, data root, history and checkpoints."""
+"""The run directory: its file names, config, data root, history and checkpoints, and the shipped runs."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lab5.config import ARCH_FIELDS, RESUMABLE_FIELDS, RUNTIME_FIELDS, Config, ConfigError
-from lab5.hardware import resolve_device
 from lab5.files import check_writable, home, read_jsonl, to_jsonl, write_atomic
+from lab5.hardware import resolve_device
 from lab5.models.cvae import CVAE
+
+# The files of a run directory. history.jsonl holds one JSON object per epoch (loss, mse, kl,
+# beta, tf_ratio, tf_used, val_psnr), then event rows such as {"event": "nonfinite", ...}.
+CONFIG, DATA_ROOT, LAST, BEST, HISTORY = "config.json", "data_root.txt", "last.pt", "best.pt", "history.jsonl"
+RUN_FILES = (CONFIG, LAST, BEST, HISTORY)
+FORMAT = 1  # of a checkpoint dict
+#: The latent preset's shipped checkpoints (README: their betas), by what they show: the learned prior given the
+#: actions and the start position only (the arm's future must come from the actions), the learned prior without
+#: any condition (action-free), and its deterministic baseline.
+SHIPPED_LATENT = {"LP, actions+start": "latent-start", "LP, action-free": "latent-free",
+                  "deterministic, action-free": "latent-det"}
+
+
+class RunDirError(RuntimeError):
+    """A run directory that cannot be written, or that holds another run than the one asked for."""
+
+
+class CheckpointError(RuntimeError):
+    """A missing, truncated, foreign or mismatched checkpoint file."""
 
 
 def shipped_demo() -> Path:
     """The demo preset's trained checkpoint that ships with the repository."""
     return home() / "checkpoints" / "demo"
-
-
-#: The latent preset's shipped checkpoints (README), by what they show: the learned prior given the
-#: actions and the start position only (the arm's future must come from the actions), the learned prior
-#: without any condition (action-free), and its deterministic baseline (README: their betas).
-SHIPPED_LATENT = {"LP, actions+start": "latent-start", "LP, action-free": "latent-free",
-                  "deterministic, action-free": "latent-det"}
 
 
 def shipped_latent() -> dict[str, Path]:
@@ -36,21 +47,6 @@ def shipped_latent() -> dict[str, Path]:
     return runs
 
 
-# The files of a run directory. history.jsonl holds one JSON object per epoch (loss, mse, kl,
-# beta, tf_ratio, tf_used, val_psnr), then event rows such as {"event": "nonfinite", ...}.
-CONFIG, DATA_ROOT, LAST, BEST, HISTORY = "config.json", "data_root.txt", "last.pt", "best.pt", "history.jsonl"
-RUN_FILES = (CONFIG, LAST, BEST, HISTORY)
-FORMAT = 1  # of a checkpoint dict
-
-
-class RunDirError(RuntimeError):
-    """A run directory that cannot be written, or that holds another run than the one asked for."""
-
-
-class CheckpointError(RuntimeError):
-    """A missing, truncated, foreign or mismatched checkpoint file."""
-
-
 def checkpoint_file(run_dir: str | Path) -> Path:
     """The checkpoint a run is evaluated with: best.pt (best validation PSNR), else last.pt."""
     run_dir = Path(run_dir)
@@ -61,7 +57,6 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     return checkpoint_file(run_dir).is_file()
 
 
-# --- checkpoints ---------------------------------------------------------------------------
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """A checkpoint dict (``{format, model, optimizer, config, cond_dim, image_size, schedules, epoch,
     iteration, history, best, accumulators, rng}``), written atomically."""
@@ -120,24 +115,21 @@ def load_model(run_dir_or_file: str | Path, device: str | torch.device = "cpu"
 
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[CVAE, Config, torch.device]:
     """A run's model on ``device`` (``auto``: CUDA when there is one), its config and the device."""
-    dev = resolve_device(device)
-    model, cfg, _ = load_model(run_dir, dev)
+    model, cfg, _ = load_model(run_dir, dev := resolve_device(device))
     return model, cfg, dev
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best") -> Path:
-    """A small shippable copy of a run: its checkpoint as best.pt without the optimizer state (Adam's
-    moments double the size and only matter for resuming), config.json and history.jsonl. ``which``:
-    "best" (``checkpoint_file``: best.pt, else last.pt) or "last", the state after the last
-    iteration (a stochastic model's single-sample validation PSNR is a poor judge of "best")."""
+    """A small shippable copy of a run: its checkpoint as best.pt without the optimizer state (Adam's moments
+    double the size and only matter for resuming), config.json and history.jsonl. ``which``: "best"
+    (``checkpoint_file``) or "last" (a stochastic model's single-sample val PSNR is a poor judge of "best")."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if which not in ("best", "last"):
         raise ValueError(f"export: which must be 'best' or 'last', got {which!r}")
     src = checkpoint_file(run_dir) if which == "best" else run_dir / LAST
     if not src.is_file():
         raise RunDirError(f"{src}: no checkpoint to export")
-    state = load_checkpoint(src)
-    state["optimizer"] = state["rng"] = None
+    state = {**load_checkpoint(src), "optimizer": None, "rng": None}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(state, out_dir / BEST)
     write_atomic(out_dir / CONFIG, checkpoint_config(state, src).to_json())
@@ -146,10 +138,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best") ->
     return out_dir / BEST
 
 
-# --- the other files -----------------------------------------------------------------------
 def prepare(run_dir: Path, resume: bool, force: bool) -> None:
-    """Make sure ``run_dir`` can be written and, unless resuming, holds no other run's files;
-    with ``force`` they are removed."""
+    """Check that ``run_dir`` can be written and, unless resuming, holds no other run (``force`` removes it)."""
     try:
         check_writable(run_dir)
     except OSError as exc:
@@ -164,8 +154,7 @@ def prepare(run_dir: Path, resume: bool, force: bool) -> None:
 
 def write_config(run_dir: Path, cfg: Config, resolved: dict[str, Any], data_root: Path) -> None:
     """config.json (with what the auto switches resolved to) and data_root.txt."""
-    text = json.dumps({**cfg.to_dict(), "resolved": resolved}, indent=2, sort_keys=True) + "\n"
-    write_atomic(run_dir / CONFIG, text)
+    write_atomic(run_dir / CONFIG, cfg.to_json(resolved=resolved))
     write_atomic(run_dir / DATA_ROOT, str(data_root.resolve()) + "\n")
 
 
@@ -197,9 +186,7 @@ def resume_config(run_dir: Path, cfg: Config | None) -> Config:
     # A last.pt copied in from another run must not silently replace this run's model.
     if (run_dir / CONFIG).is_file():
         check_compatible(state, Config.from_json(run_dir / CONFIG), state["cond_dim"], path)
-    if cfg is None:
-        return saved
-    changed = saved.diff(cfg)
+    changed = saved.diff(cfg) if cfg is not None else {}
     fixed = [f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items() if k not in RESUMABLE_FIELDS]
     if fixed:
         raise ConfigError(f"config field(s) {', '.join(fixed)} cannot change on resume; "

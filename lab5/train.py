@@ -13,6 +13,7 @@ takes its share of every global batch and only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -32,13 +33,80 @@ from torch.utils.data import DataLoader
 from lab5 import rundir
 from lab5.config import Config, ConfigError
 from lab5.data.dataset import BairDataset
-from lab5.evaluate import generate
 from lab5.metrics import psnr_per_frame
 from lab5.hardware import resolve_device, resolve_precision, trim_cpu_memory, tune_cpu_allocator
 from lab5.models.cvae import CVAE
 from lab5.files import progress_bar, write
-from lab5.schedules import KLAnnealing, TeacherForcing
-from lab5.steps import autocast, channels_last
+
+
+# --- schedules over epochs: pure functions of the epoch, so a resumed run gets the same values again ---
+class KLAnnealing:
+    """β per epoch, with the report's semantics (Listing 2.6): ``cycle_len = epochs // cycles``,
+    ``step = 1 / (cycle_len * ratio)``; monotonic: ``min(β_min + epoch·step, 1)``; cyclical:
+    ``min(β_min + (epoch mod cycle_len)·step, 1)``; off: 1; then scaled by ``beta_max`` (1 in the report)."""
+
+    def __init__(self, mode: str = "monotonic", epochs: int = 100, cycles: int = 4,
+                 ratio: float = 0.5, beta_min: float = 0.0, beta_max: float = 1.0) -> None:
+        if mode not in ("monotonic", "cyclical", "off"):
+            raise ValueError(f"unknown KL annealing mode {mode!r}")
+        self.mode, self.beta_min, self.beta_max = mode, beta_min, beta_max
+        self.cycle_len = max(1, epochs // cycles)
+        self.step = 1.0 / (self.cycle_len * ratio)
+
+    @classmethod
+    def from_config(cls, cfg: Config, epochs: int | None = None) -> "KLAnnealing":
+        """``cfg``'s schedule, planned for ``epochs`` (default ``cfg.epochs``): a resumed run keeps the
+        plan it started with, as the report's KlAnnealing fixes its cycle length at construction."""
+        return cls(cfg.kl_mode, epochs or cfg.epochs, cfg.kl_cycles, cfg.kl_ratio, cfg.kl_beta_min, cfg.kl_beta_max)
+
+    def __call__(self, epoch: int) -> float:
+        if self.mode == "off":
+            return self.beta_max
+        position = epoch if self.mode == "monotonic" else epoch % self.cycle_len
+        return self.beta_max * min(self.beta_min + position * self.step, 1.0)
+
+
+@dataclass
+class TeacherForcing:
+    """Teacher-forcing ratio of each (0-based) epoch; the solver draws once per batch whether that batch is
+    teacher-forced. ``listing``, the report's Listing 2.7, which sets ``tf_ratio = max(1 − step·(epoch − start),
+    floor)`` at the end of every epoch from ``start`` on: ``ratio`` through epoch ``decay_start``, then decaying
+    from 1 one epoch late. ``conditioned`` (lab5 before ``tf_style``): ``ratio`` until ``decay_start``, then
+    decaying from ``ratio``, a ``floor`` above ``ratio`` counting as ``ratio``."""
+    ratio: float = 1.0
+    decay_start: int = 0
+    decay_step: float = 0.0
+    floor: float = 0.0
+    style: str = "listing"
+
+    def __post_init__(self) -> None:
+        if self.style not in ("listing", "conditioned"):
+            raise ValueError(f"unknown teacher-forcing style {self.style!r}")
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "TeacherForcing":
+        return cls(cfg.tf_ratio, cfg.tf_decay_start, cfg.tf_decay_step, cfg.tf_min, cfg.tf_style)
+
+    def __call__(self, epoch: int) -> float:
+        if self.style == "listing":
+            decayed = max(1.0 - self.decay_step * (epoch - 1 - self.decay_start), self.floor)
+            return self.ratio if epoch <= self.decay_start else decayed
+        decayed = max(self.ratio - self.decay_step * (epoch - self.decay_start), min(self.floor, self.ratio))
+        return self.ratio if epoch < self.decay_start else decayed
+
+
+def autocast(bf16: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast when ``bf16``; a no-op otherwise."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Batch-major frames ``[B,T,3,H,W]`` with each frame NHWC in memory, rows kept batch-major so that
+    the model's sample-major reshape of all frames stays a view."""
+    B, T = x.shape[:2]
+    return x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(B, T, *x.shape[2:])
 
 
 class TrainingError(RuntimeError):
@@ -262,7 +330,7 @@ class Solver:
         for x, c in DataLoader(torch.utils.data.Subset(self.val_set, range(n)), batch_size=min(64, max(2, cfg.batch_size)),
                                generator=torch.Generator().manual_seed(cfg.seed)):
             x, c = x.to(self.device), c.to(self.device)
-            pred = generate(self.model, x, c, cfg.n_past, cfg.n_future, gen)
+            pred = self.model.generate(x, c, cfg.n_past, cfg.n_future, gen)
             total += float(psnr_per_frame(pred, x[:, cfg.n_past:cfg.n_frames]).mean(1).sum())
         self.model.train()
         return total / n

@@ -1,20 +1,19 @@
-"""Figures and animations. Plot helpers build a ``matplotlib.figure.Figure`` without pyplot, so
-nothing is shown twice in a notebook or left open in a script: the cell that returns the figure
-displays it, and ``lab5.workbook.save_figure`` writes it."""
+"""Figures and animations. Plot helpers build a ``matplotlib.figure.Figure`` without pyplot, so nothing is shown
+twice in a notebook or left open in a script: the cell that returns it shows it, ``workbook.save_figure`` writes it."""
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from lab5.config import Config
-from lab5.evaluate import generate
 from lab5.metrics import psnr_per_frame
+from lab5.sim.replay import embedded_seed, resimulate
 
 if TYPE_CHECKING:  # annotations only: matplotlib is imported when a figure is made (see _figure)
     from matplotlib.figure import Figure
@@ -22,8 +21,12 @@ if TYPE_CHECKING:  # annotations only: matplotlib is imported when a figure is m
 _RED = (220, 30, 30)
 
 
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """``[..., 3, H, W]`` floats in [0, 1] -> ``[..., H, W, 3]`` uint8."""
+def to_uint8(frames: Any) -> np.ndarray:
+    """``[..., 3, H, W]`` floats in [0, 1] (tensor or array) -> ``[..., H, W, 3]`` uint8 (uint8 arrays as they are)."""
+    if not isinstance(frames, torch.Tensor):
+        if (arr := np.asarray(frames)).dtype == np.uint8:
+            return arr
+        frames = torch.as_tensor(arr)
     arr = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
     return arr.movedim(-3, -1).cpu().numpy()
 
@@ -34,12 +37,21 @@ def _red_border(frames: np.ndarray) -> None:
     frames[..., :, :2, :] = frames[..., :, -2:, :] = _RED
 
 
+def _tile(panels: np.ndarray, scale: int, gap: int = 0) -> Image.Image:
+    """``[rows, cols, H, W, 3]`` uint8 panels as one image, ``gap`` white pixels between columns, scaled up."""
+    rows, cols, h, w, _ = panels.shape
+    padded = np.pad(panels, [(0, 0), (0, 0), (0, 0), (0, gap), (0, 0)], constant_values=255)
+    flat = padded.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * (w + gap), 3)
+    img = Image.fromarray(np.ascontiguousarray(flat[:, :flat.shape[1] - gap]))
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+
+
 @torch.no_grad()
 def predict_samples(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, cfg: Config,
                     samples: int = 1, seed: int = 0) -> torch.Tensor:
     """``[S, B, T, 3, H, W]``: each sample is the conditioning frames followed by predictions."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    preds = [generate(model, x, c, cfg.n_past, cfg.n_future, gen) for _ in range(samples)]
+    preds = [model.generate(x, c, cfg.n_past, cfg.n_future, gen) for _ in range(samples)]
     return torch.stack([torch.cat([x[:, :cfg.n_past], pred], 1) for pred in preds])
 
 
@@ -50,88 +62,64 @@ def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cf
     under a header naming the columns and over a footer saying whether frame t is a conditioning
     frame (ground truth everywhere) or a predicted one (with a red border in the sample columns)."""
     idx = [i for i in indices if i < len(dataset)]
-    x = torch.stack([dataset[i][0][:cfg.n_frames] for i in idx]).to(device)
-    c = torch.stack([dataset[i][1][:cfg.n_frames] for i in idx]).to(device)
+    x, c = (torch.stack([dataset[i][k][:cfg.n_frames] for i in idx]).to(device) for k in (0, 1))
     pred = to_uint8(predict_samples(model, x, c, cfg, samples, seed))   # [S,B,T,H,W,3]
-    truth = to_uint8(x)                                                  # [B,T,H,W,3]
     _red_border(pred[:, :, cfg.n_past:])
+    panels = np.concatenate([to_uint8(x)[:, None], pred.swapaxes(0, 1)], 1)   # [B,1+S,T,H,W,3]
     columns = ["ground truth"] + [f"sample {s + 1}" for s in range(samples)]
-    frames = []
+    frames, band = [], 16
     for t in range(cfg.n_frames):
-        rows = [np.concatenate([truth[b, t], *pred[:, b, t]], 1) for b in range(len(idx))]
-        grid = Image.fromarray(np.concatenate(rows, 0))
-        grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
+        grid = _tile(panels[:, :, t], 2)
+        frames.append(frame := Image.new("RGB", (grid.width, grid.height + 2 * band), (255, 255, 255)))
+        frame.paste(grid, (0, band))
+        draw = ImageDraw.Draw(frame)
+        for k, name in enumerate(columns):   # a header naming the equal-width columns
+            draw.text((k * (grid.width // len(columns)) + 4, 2), name, fill=(0, 0, 0))
         kind = "conditioning frame (given)" if t < cfg.n_past else "predicted frame (red border)"
-        frames.append(_caption_frame(grid, columns, f"t = {t}: {kind}"))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+        draw.text((4, band + grid.height + 2), f"t = {t}: {kind}", fill=(0, 0, 0))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
-    return out
+    return Path(out)
 
 
-def _caption_frame(grid: Image.Image, columns: list[str], footer: str, band: int = 16) -> Image.Image:
-    """``grid`` with a white header naming its equal-width columns and a footer line."""
-    out = Image.new("RGB", (grid.width, grid.height + 2 * band), (255, 255, 255))
-    out.paste(grid, (0, band))
-    draw = ImageDraw.Draw(out)
-    width = grid.width // len(columns)
-    for k, name in enumerate(columns):
-        draw.text((k * width + 4, 2), name, fill=(0, 0, 0))
-    draw.text((4, band + grid.height + 2), footer, fill=(0, 0, 0))
-    return out
-
-
-def _figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3.2), **kw):
+def _figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3.2), **kw: Any) -> tuple[Figure, Any]:
     """A constrained-layout Figure and its ``[nrows, ncols]`` axes; ``size`` is per panel."""
     from matplotlib.figure import Figure  # heavy: kept off the import path of ``lab5 generate``
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
-def _frames_uint8(frames) -> np.ndarray:
-    """``[..., 3, H, W]`` float tensors or ``[..., H, W, 3]`` uint8 arrays -> uint8 ``[..., H, W, 3]``."""
-    if isinstance(frames, torch.Tensor):
-        return to_uint8(frames)
-    arr = np.asarray(frames)
-    return arr if arr.dtype == np.uint8 else to_uint8(torch.as_tensor(arr))
-
-
 def plot_history(history: list[dict], title: str = "", copy_last: float | None = None) -> Figure:
-    """The report's Figs. 3.2/3.3 for one run: loss and MSE; KL with β; validation PSNR with
-    the teacher-forcing ratio — one panel each, against the epoch. ``copy_last``, the
-    copy-last-frame PSNR of the validation sequences, is drawn as a line."""
+    """The report's Figs. 3.2/3.3 for one run against the epoch: loss and MSE; KL with β; validation PSNR with the
+    teacher-forcing ratio. ``copy_last``, the copy-last-frame PSNR of the validation sequences, is drawn as a line."""
     rows = [r for r in history if "epoch" in r]
-    ep = [r["epoch"] for r in rows]
+    ep, col = [r["epoch"] for r in rows], lambda key: [r.get(key, np.nan) for r in rows]
     fig, axes = _figure(3, size=(4.2, 3.0))
-    ax = axes[0, 0]
-    ax.plot(ep, [r["loss"] for r in rows], "o-", label="loss (MSE + β·KL)")
-    ax.plot(ep, [r["mse"] for r in rows], "s--", label="MSE (sum over frames)")
+    loss, kl, val = axes[0]
+    loss.plot(ep, col("loss"), "o-", label="loss (MSE + β·KL)")
+    loss.plot(ep, col("mse"), "s--", label="MSE (sum over frames)")
     # Log scales: a β step makes the loss jump by orders of magnitude for an epoch.
-    ax.set(xlabel="epoch", ylabel="per batch", title="training loss", yscale="log")
-    ax.legend(fontsize=8)
-    ax = axes[0, 1]
-    ax.plot(ep, [r["kl"] for r in rows], "o-", color="C2", label="KL")
-    ax.set(xlabel="epoch", ylabel="KL (sum over frames)", title="KL and β",
+    loss.set(xlabel="epoch", ylabel="per batch", title="training loss", yscale="log")
+    loss.legend(fontsize=8)
+    kl.plot(ep, col("kl"), "o-", color="C2", label="KL")
+    kl.set(xlabel="epoch", ylabel="KL (sum over frames)", title="KL and β",
            yscale="log" if all(r["kl"] > 0 for r in rows) else "linear")
-    twin = ax.twinx()
-    twin.plot(ep, [r["beta"] for r in rows], "--", color="C3", label="β")
-    twin.set_ylabel("β", color="C3")
-    twin.grid(False)
-    ax = axes[0, 2]
-    val = [(r["epoch"], r["val_psnr"]) for r in rows if r.get("val_psnr") is not None]
-    if val:
-        ax.plot(*zip(*val), "o-", color="C4", label="validation PSNR")
+    psnr = [(r["epoch"], r["val_psnr"]) for r in rows if r.get("val_psnr") is not None]
+    if psnr:
+        val.plot(*zip(*psnr), "o-", color="C4", label="validation PSNR")
     if copy_last is not None:
-        ax.axhline(copy_last, color="0.4", linestyle="-.", label=f"copy last frame ({copy_last:.2f})")
-    if val or copy_last is not None:
-        ax.legend(fontsize=8, loc="upper left")
-    ax.set(xlabel="epoch", ylabel="PSNR (dB)", title="validation PSNR and teacher forcing")
-    twin = ax.twinx()
-    twin.plot(ep, [r["tf_ratio"] for r in rows], "--", color="C5", label="tf ratio")
-    twin.plot(ep, [r.get("tf_used", np.nan) for r in rows], ":", color="C6", label="tf used")
+        val.axhline(copy_last, color="0.4", linestyle="-.", label=f"copy last frame ({copy_last:.2f})")
+    if psnr or copy_last is not None:
+        val.legend(fontsize=8, loc="upper left")
+    val.set(xlabel="epoch", ylabel="PSNR (dB)", title="validation PSNR and teacher forcing")
+    for ax, ylabel, lines in ((kl, "β", [("beta", "--", "C3", "β")]), (val, "teacher forcing", [
+            ("tf_ratio", "--", "C5", "tf ratio"), ("tf_used", ":", "C6", "tf used")])):   # right axes, no grid
+        twin = ax.twinx()
+        for key, style, color, label in lines:
+            twin.plot(ep, col(key), style, color=color, label=label)
+        twin.set_ylabel(ylabel, color=lines[0][2])
+        twin.grid(False)
     twin.set(ylim=(-0.05, 1.05))
-    twin.set_ylabel("teacher forcing", color="C5")
-    twin.grid(False)
     twin.legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title)
@@ -139,14 +127,12 @@ def plot_history(history: list[dict], title: str = "", copy_last: float | None =
 
 
 def plot_kl_runs(histories: dict[str, list[dict]]) -> Figure:
-    """Collapsed against alive: the training KL (nats per sequence, log scale) and β of several runs
-    against the epoch, one colour per run."""
+    """Collapsed against alive: the training KL (log scale) and β of several runs against the epoch."""
     fig, axes = _figure(2, size=(4.6, 3.0))
-    for k, (name, history) in enumerate(histories.items()):
+    for name, history in histories.items():
         rows = [r for r in history if "epoch" in r]
-        ep = [r["epoch"] for r in rows]
-        axes[0, 0].plot(ep, [max(r["kl"], 1e-6) for r in rows], "o-", ms=3, color=f"C{k}", label=name)
-        axes[0, 1].plot(ep, [r["beta"] for r in rows], "o-", ms=3, color=f"C{k}", label=name)
+        for ax, values in zip(axes[0], ([max(r["kl"], 1e-6) for r in rows], [r["beta"] for r in rows])):
+            ax.plot([r["epoch"] for r in rows], values, "o-", ms=3, label=name)
     axes[0, 0].set(xlabel="epoch", ylabel="KL (nats, sum over frames)", yscale="log", title="training KL")
     axes[0, 1].set(xlabel="epoch", ylabel="β", yscale="log", title="β (KL weight)")
     for ax in axes[0]:
@@ -155,8 +141,7 @@ def plot_kl_runs(histories: dict[str, list[dict]]) -> Figure:
 
 
 def plot_best_of_n(curves: dict[str, dict], copy_last: float | None = None) -> Figure:
-    """PSNR and SSIM of the best of N samples against N (log axis), one line per model
-    (``best_of_n_curve`` of ``evaluate_model``), with copy-last-frame as a line."""
+    """PSNR and SSIM of the best of N samples against N (log axis), a line per model, copy-last-frame as a line."""
     metrics = [m for m in ("psnr", "ssim") if all(c.get(m) for c in curves.values())]
     fig, axes = _figure(len(metrics), size=(4.6, 3.2))
     for ax, metric in zip(axes[0], metrics):
@@ -179,40 +164,34 @@ def plot_schedules(panels: dict[str, dict[str, Callable[[int], float]]],
     for ax, (title, curves) in zip(axes[0], panels.items()):
         n = epochs[title] if isinstance(epochs, dict) else epochs
         for label, schedule in curves.items():
-            ax.stairs([schedule(e) for e in range(n)], range(n + 1), baseline=None, label=label,
-                      linewidth=1.5)
+            ax.stairs([schedule(e) for e in range(n)], range(n + 1), baseline=None, label=label, linewidth=1.5)
         ax.set(xlabel="epoch", title=title, ylim=(-0.05, 1.08))
         ax.legend(fontsize=8)
     return fig
 
 
-def frame_grid(frames, labels: list[str] | None = None, title: str = "", every: int = 1,
+def frame_grid(frames: Any, labels: list[str] | None = None, title: str = "", every: int = 1,
                n_past: int | None = None) -> Figure:
     """Rows of frames: ``[rows, T, 3, H, W]`` (tensor) or ``[rows, T, H, W, 3]`` (uint8). ``every``
     keeps every k-th frame; with ``n_past``, frames at index >= ``n_past`` get a red frame, as in the GIFs."""
-    arr = _frames_uint8(frames)[:, ::every]
-    rows, cols = arr.shape[:2]
-    fig, axes = _figure(cols, rows, size=(0.95, 1.0))
-    for r in range(rows):
-        for k in range(cols):
-            ax, t = axes[r, k], k * every
-            ax.imshow(arr[r, k], interpolation="nearest")   # crisp pixels, small PNGs
-            ax.set(xticks=[], yticks=[])
-            if n_past is not None and t >= n_past:
-                for side in ax.spines.values():
-                    side.set(color="red", linewidth=2)
-            if r == 0:
-                ax.set_title(f"t={t}", fontsize=8)
-        if labels:
-            axes[r, 0].set_ylabel(labels[r], fontsize=8)
+    arr = to_uint8(frames)[:, ::every]
+    fig, axes = _figure(arr.shape[1], arr.shape[0], size=(0.95, 1.0))
+    for (r, k), ax in np.ndenumerate(axes):
+        ax.imshow(arr[r, k], interpolation="nearest")   # crisp pixels, small PNGs
+        ax.set(xticks=[], yticks=[])
+        if n_past is not None and k * every >= n_past:
+            ax.spines[:].set(color="red", linewidth=2)
+        if r == 0:
+            ax.set_title(f"t={k * every}", fontsize=8)
+        if labels and k == 0:
+            ax.set_ylabel(labels[r], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
 
 
 def filmstrip(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samples: int = 3) -> Figure:
-    """Static stand-in for the frame player: ground truth, best sample and other samples as rows;
-    ``truth`` ``[T, 3, H, W]``, ``samples`` ``[S, T, 3, H, W]`` (conditioning frames included)."""
+    """Static stand-in for the frame player: ground truth, best sample and other samples as rows."""
     rows, labels = strip_rows(truth, samples, n_past, n_samples)
     return frame_grid(np.stack(rows), labels, n_past=n_past)
 
@@ -230,9 +209,8 @@ def strip_rows(truth: torch.Tensor, samples: torch.Tensor, n_past: int,
 
 
 def plot_per_frame(curves: dict[str, Iterable[float]], start: int = 0, ylabel: str = "PSNR (dB)",
-                   title: str = "", ax=None) -> Figure:
-    """Per-frame curves (one value per frame index from ``start``) on one axis (a new figure's
-    when ``ax`` is None)."""
+                   title: str = "", ax: Any = None) -> Figure:
+    """Per-frame curves (one value per frame index from ``start``) on ``ax`` (default: a new figure's)."""
     ax = _figure(size=(5.0, 3.2))[1][0, 0] if ax is None else ax
     for label, values in curves.items():
         values = list(values)
@@ -251,14 +229,12 @@ def plot_eval_curves(results: dict) -> Figure:
         copy_last = results["copy_last"][f"{key}_per_frame"]
         plot_per_frame({"CVAE": results[key]["per_frame"], "copy last frame": copy_last}, p["n_past"], ylabel,
                        f"{name} per predicted frame", ax=ax)
-    fig.suptitle(f"{p['split']} split, {p['sequences']} sequences, {p['samples']} sample(s) each",
-                 fontsize=10)
+    fig.suptitle(f"{p['split']} split, {p['sequences']} sequences, {p['samples']} sample(s) each", fontsize=10)
     return fig
 
 
-def plot_conditions(df) -> Figure:
-    """Action and end-effector statistics (seaborn) from a long table with columns
-    ``sequence, t, dx, dy, closure, height, ee_x, ee_y, ee_z`` (see ``lab5.explore.conditions_table``)."""
+def plot_conditions(df: Any) -> Figure:
+    """Action and end-effector statistics (seaborn) from ``lab5.explore.conditions_table``'s long table."""
     import seaborn as sns  # heavy (imports pandas): only this figure needs it
     fig, axes = _figure(4, size=(3.6, 3.0))
     moves = df.melt(value_vars=["dx", "dy"], var_name="action", value_name="metres per held pair")
@@ -275,110 +251,100 @@ def plot_conditions(df) -> Figure:
     return fig
 
 
-def _strip_png(panels: np.ndarray, scale: int = 3) -> bytes:
-    """PNG bytes of ``[panels, H, W, 3]`` uint8 images side by side, 4-pixel white gaps, scaled up."""
-    gap = np.pad(panels, [(0, 0), (0, 0), (0, 4), (0, 0)], constant_values=255)
-    img = Image.fromarray(np.concatenate(gap, 1)[:, :-4])
-    buf = io.BytesIO()
-    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _player(n_frames: int, fps: int, controls: list, show: Callable[[int], None]):
-    """Play and a frame slider (linked in the browser with jslink) above ``controls``; ``show(t)`` draws
-    frame t and runs again whenever the slider or a control changes."""
+def _player(n_frames: int, frame: Callable[..., tuple[np.ndarray, str]], control: tuple[str, dict] | None,
+            scale: int, fps: int) -> Any:
+    """Play and a frame slider (linked in the browser), then ``control`` (an ipywidgets class name and its arguments)
+    if any, over a caption and an image: ``frame(t[, control value])``'s panels ``[n, H, W, 3]`` and caption."""
     import ipywidgets as widgets  # optional (the dev extra): only the notebooks' players need it
-
     play = widgets.Play(value=0, min=0, max=n_frames - 1, interval=1000 // fps, description="play")
     slider = widgets.IntSlider(value=0, min=0, max=n_frames - 1, description="frame t")
     widgets.jslink((play, "value"), (slider, "value"))
-    for widget in [slider] + controls:
-        widget.observe(lambda _: show(slider.value), names="value")
-    show(0)
-    return widgets.HBox([play, slider] + controls)
+    controls = [slider] + ([getattr(widgets, control[0])(**control[1])] if control else [])
+    image, caption = widgets.Image(format="png"), widgets.HTML()
+
+    def show(_: Any = None) -> None:
+        panels, caption.value = frame(*(w.value for w in controls))
+        buf = io.BytesIO()
+        _tile(panels[None], scale, gap=4).save(buf, format="PNG")
+        image.value = buf.getvalue()
+
+    for widget in controls:
+        widget.observe(show, names="value")
+    show()
+    return widgets.VBox([widgets.HBox([play] + controls), caption, image])
 
 
 def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samples: int = 3,
-                 scale: int = 3, fps: int = 4):
-    """An ipywidgets player: Play and IntSlider over frame t, and an Image showing ground truth, the
-    best sample and other samples side by side (red border: predicted frames). Returns the box to display."""
-    import ipywidgets as widgets  # optional (the dev extra), as in _player
-
+                 scale: int = 3, fps: int = 4) -> Any:
+    """A player over frame t of ground truth, the best sample and other samples (red border: predicted frames)."""
     rows, labels = strip_rows(truth, samples, n_past, n_samples)
     strips = np.stack(rows)                                    # [rows, T, H, W, 3]
     shown = torch.from_numpy(strips).float() / 255             # as displayed, before the borders
     psnr = psnr_per_frame(shown[1:], shown[:1].expand_as(shown[1:])).tolist()  # [samples][T]
     names = ["ground truth"] + [label.split("\n")[0] for label in labels[1:]]  # no sequence dB
     _red_border(strips[1:, n_past:])
-    image, caption = widgets.Image(format="png"), widgets.HTML()
 
-    def show(t: int) -> None:
-        image.value = _strip_png(strips[:, t], scale)
+    def frame(t: int) -> tuple[np.ndarray, str]:
         if t < n_past:
             parts, kind = names, "conditioning frame (ground truth in every panel)"
         else:
             parts = [names[0]] + [f"{name}: {p[t]:.1f} dB" for name, p in zip(names[1:], psnr)]
             kind = "predicted frame, PSNR of this frame"
-        caption.value = f"<b>t = {t}</b>: {kind} &nbsp;|&nbsp; " + " &nbsp;·&nbsp; ".join(parts)
+        return strips[:, t], f"<b>t = {t}</b>: {kind} &nbsp;|&nbsp; " + " &nbsp;·&nbsp; ".join(parts)
 
-    return widgets.VBox([_player(strips.shape[1], fps, [], show), caption, image])
+    return _player(strips.shape[1], frame, None, scale, fps)
 
 
 def spread_frames(samples: torch.Tensor) -> np.ndarray:
-    """Where samples disagree: the per-pixel standard deviation across ``[S, T, 3, H, W]`` samples,
-    averaged over colour, as ``[T, H, W, 3]`` uint8 grey (white = 0.25 or more)."""
+    """Where ``[S, T, 3, H, W]`` samples disagree: the per-pixel std across them (mean over colour) as
+    ``[T, H, W, 3]`` uint8 grey (white = 0.25 or more)."""
     std = samples.float().std(0, unbiased=False).mean(1)       # [T, H, W]
     grey = (std / 0.25).clamp(0, 1).mul(255).round().byte().numpy()
     return np.repeat(grey[..., None], 3, -1)
 
 
-def sample_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, scale: int = 3, fps: int = 4):
-    """Scrub frames and samples: ground truth, sample k, and the samples' per-pixel spread at frame t
-    (``truth [T,3,H,W]``, ``samples [S,T,3,H,W]``, conditioning frames included)."""
-    import ipywidgets as widgets  # optional (the dev extra), as in _player
-
-    truth_u8, samples_u8, spread = to_uint8(truth), [to_uint8(s) for s in samples], spread_frames(samples)
+def sample_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, scale: int = 3, fps: int = 4) -> Any:
+    """Scrub frames and samples: ground truth, sample k, and the samples' per-pixel spread at frame t."""
+    frames, spread = to_uint8(torch.cat([truth[None], samples])), spread_frames(samples)   # truth, then samples
+    _red_border(frames[1:, n_past:])
     spread_mean = samples.float().std(0, unbiased=False).mean((1, 2, 3)).tolist()  # [T]
     psnr = psnr_per_frame(samples, truth[None].expand_as(samples)).tolist()  # [S][T]
-    for s in samples_u8:
-        _red_border(s[n_past:])
-    pick = widgets.IntSlider(value=0, min=0, max=len(samples) - 1, description="sample")
-    image, caption = widgets.Image(format="png"), widgets.HTML()
 
-    def show(t: int) -> None:
-        k = pick.value
-        image.value = _strip_png(np.stack([truth_u8[t], samples_u8[k][t], spread[t]]), scale)
+    def frame(t: int, k: int) -> tuple[np.ndarray, str]:
         what = f"sample {k + 1}: {psnr[k][t]:.1f} dB" if t >= n_past else "conditioning frame"
-        caption.value = (f"<b>t = {t}</b>: ground truth · {what} · spread across {len(samples)} samples "
-                         f"(mean {spread_mean[t]:.3f})")
+        return (np.stack([frames[0, t], frames[k + 1, t], spread[t]]), f"<b>t = {t}</b>: ground truth · {what} · "
+                f"spread across {len(samples)} samples (mean {spread_mean[t]:.3f})")
 
-    return widgets.VBox([_player(len(truth), fps, [pick], show), caption, image])
+    pick = dict(value=0, min=0, max=len(samples) - 1, description="sample")
+    return _player(len(truth), frame, ("IntSlider", pick), scale, fps)
+
+
+@torch.no_grad()
+def drive(model: torch.nn.Module, root: str | Path, split: str, index: int, actions: np.ndarray,
+          n_past: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scene ``index`` driven by ``actions [T, 4]``: the simulator's truth ``[T,3,H,W]`` and the model's prediction
+    (one prior sample, after its first ``n_past`` frames) given those actions (and positions)."""
+    x, c = resimulate(embedded_seed(root), split, index, actions)
+    device = next(model.parameters()).device
+    model.eval()
+    pred = model.generate(x[None].to(device), c[None].to(device), n_past, len(x) - n_past,
+                    torch.Generator(device=device).manual_seed(seed))[0].cpu()
+    return x, torch.cat([x[:n_past], pred])
 
 
 def drive_player(model: torch.nn.Module, root: str | Path, split: str, index: int,
-                 choices: dict[str, np.ndarray], n_past: int, scale: int = 3, fps: int = 4):
-    """"Drive the robot": pick an action sequence for scene ``index`` and see the simulator's truth for
-    those actions beside the model's prediction given them (``counterfactual.drive``)."""
-    import ipywidgets as widgets  # optional (the dev extra), as in _player
+                 choices: dict[str, np.ndarray], n_past: int, scale: int = 3, fps: int = 4) -> Any:
+    """"Drive the robot": pick actions for scene ``index``; the simulator's truth beside the model's prediction."""
+    cache: dict[str, tuple[np.ndarray, list[float]]] = {}   # a scene is simulated when first picked
 
-    from lab5.counterfactual import drive  # the simulator: only this widget replays scenes
-    cache: dict[str, tuple[np.ndarray, np.ndarray, list[float]]] = {}
-    menu = widgets.Dropdown(options=list(choices), description="actions")
-    image, caption = widgets.Image(format="png"), widgets.HTML()
-
-    def drawn(name: str) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    def frame(t: int, name: str) -> tuple[np.ndarray, str]:
         if name not in cache:
             truth, pred = drive(model, root, split, index, choices[name], n_past)
-            psnr = psnr_per_frame(pred[None], truth[None])[0].tolist()
-            pred_u8 = to_uint8(pred)
-            _red_border(pred_u8[n_past:])
-            cache[name] = to_uint8(truth), pred_u8, psnr
-        return cache[name]
-
-    def show(t: int) -> None:
-        truth, pred, psnr = drawn(menu.value)
-        image.value = _strip_png(np.stack([truth[t], pred[t]]), scale)
+            cache[name] = to_uint8(torch.stack([truth, pred])), psnr_per_frame(pred[None], truth[None])[0].tolist()
+            _red_border(cache[name][0][1, n_past:])
+        pair, psnr = cache[name]
         what = f"prediction {psnr[t]:.1f} dB" if t >= n_past else "conditioning frame"
-        caption.value = f"<b>t = {t}</b>, {menu.value}: simulator's truth · model's {what}"
+        return pair[:, t], f"<b>t = {t}</b>, {name}: simulator's truth · model's {what}"
 
-    return widgets.VBox([_player(len(next(iter(choices.values()))), fps, [menu], show), caption, image])
+    menu = dict(options=list(choices), description="actions")
+    return _player(len(next(iter(choices.values()))), frame, ("Dropdown", menu), scale, fps)

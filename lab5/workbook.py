@@ -1,46 +1,37 @@
-"""The notebooks' own API: the setup cell, the parameters, and the data and run a notebook uses.
+"""The notebooks' own API (setup cell, parameters, what a notebook shows) and running them with papermill.
 
-Every notebook opens with the same setup cell and a papermill ``parameters`` cell, then checks
-its parameters::
-
-    from lab5 import viz, workbook as wb      # setup cell
-    device = wb.setup(globals(), seed=0)
-
-    preset = "demo"                           # parameters cell (papermill injects after it)
-    ...
-
-    P = wb.params(globals(), "04_training")
-
-``setup`` unbinds every name that can be a parameter (left from an earlier run in the same
-kernel) and remembers the names the namespace holds. ``params`` checks the names bound since:
-the parameters cell's and whatever papermill injected. A name that is neither one of the
-notebook's declared parameters (``NOTEBOOKS``) nor a ``Config`` field raises ``ConfigError``
-naming it, so ``papermill 04_training.ipynb out.ipynb -p bogus 1`` fails at once instead of
-silently training with the defaults. Config fields are accepted by every notebook (``-p lr 0.001``).
+Every notebook opens with ``device = wb.setup(globals(), seed=0)``, a papermill ``parameters`` cell and
+``P = wb.params(globals(), "04_training")``. ``setup`` unbinds every name that can be a parameter (left from an
+earlier run in the same kernel) and remembers the namespace; ``params`` checks the names bound since. A name that is
+neither a declared parameter (``NOTEBOOKS``) nor a ``Config`` field raises ``ConfigError`` naming it, so
+``papermill 04_training.ipynb out.ipynb -p bogus 1`` fails at once instead of silently training with the defaults.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import logging
 import platform
-import random
-from dataclasses import dataclass, field, fields
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 import lab5
-from lab5.config import RUNTIME_FIELDS, Config, ConfigError, coerce, field_value, make_config
+from lab5.config import FIELD_TYPES, RUNTIME_FIELDS, Config, ConfigError, coerce, field_value, make_config
 from lab5.data.layout import DatasetError
-from lab5.display import history_table, plot_style, save_figure, show_image, show_path, table
-from lab5.counterfactual import evaluate_with_counterfactual
-from lab5.evaluate import save_json
+from lab5.evaluate import evaluate_model, replayable, save_json
+from lab5.files import home
 from lab5.hardware import resolve_device, resolve_precision
 from lab5.models.cvae import CVAE
-from lab5.rundir import RunDirError, has_checkpoint, load_model, shipped_demo
-from lab5.files import home
+from lab5.rundir import RunDirError, has_checkpoint, load_model, read_history, shipped_demo
 from lab5.sim import embedded_root
+from lab5.train import seed_everything
 
 # Each notebook's declared parameters (its ``parameters`` cell) with their defaults;
 # tests/test_workbook.py checks them against the notebooks themselves.
@@ -54,60 +45,69 @@ NOTEBOOKS: dict[str, dict[str, Any]] = {
                       "max_sequences": 0, "interactive": True, "figures_dir": None,
                       "latent_samples": 20, "latent_sequences": 64},
 }
-# Types of the parameters that are not Config fields ("path": a str, a Path or None), and their minimum.
-PARAM_TYPES: dict[str, Any] = {"preset": str, "data_root": "path", "run_dir": "path", "figures_dir": "path",
-                               "interactive": bool, "samples": int, "max_sequences": int,
-                               "latent_samples": int, "latent_sequences": int}
+# The parameters that are not Config fields, typed as their default (None: a path), and their minimum.
+PARAM_TYPES: dict[str, type] = {k: Path if v is None else type(v) for declared in NOTEBOOKS.values()
+                                for k, v in declared.items() if k not in FIELD_TYPES}
 PARAM_MIN = {"samples": 1, "max_sequences": 0, "latent_samples": 1, "latent_sequences": 2}
-CONFIG_FIELDS = frozenset(f.name for f in fields(Config))
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+# Notebooks that run for minutes: ``python -m lab5 workbook`` streams their printed output.
+STREAMED = ("04_training",)
 
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 _PLAIN = (type(None), bool, int, float, str, list, tuple, dict, Path)
 # setup() keeps what it saw in the notebook's own namespace (an underscore name is never taken
-# for a parameter): it lives and dies with the kernel session.
+# for a parameter): it lives and dies with the kernel session. "baseline": the namespace when setup()
+# ran (values kept to spot rebinding); "names": the parameter names, fixed at the first check.
 _WINDOW = "_lab5_parameter_window"
 
 
-@dataclass
-class _Window:
-    baseline: dict[str, Any]          # the namespace when setup() ran (values kept to spot rebinding)
-    names: set[str] | None = None     # the parameter names, fixed at the first check
-
-
 def setup(namespace: dict[str, Any], seed: int = 0, threads: int | None = None) -> torch.device:
-    """The first cell of every notebook (pass ``globals()``): seed, threads, plotting; the device."""
+    """The first cell of every notebook (pass ``globals()``): seed, threads, plotting (seaborn's whitegrid theme,
+    figures inline as PNG, tables on one width); the device."""
+    import matplotlib  # heavy: kept off the import path of `python -m lab5 --help`
+    import pandas as pd  # heavy, as matplotlib
+    import seaborn as sns  # heavy, as matplotlib
     # A second Run All in the same kernel: the previous run's values are still bound, and the
     # parameters cell may bind a name to the very object it already holds (a small int, True,
     # None), which no snapshot can tell from "unchanged". Unbinding every name that can be a
     # parameter makes whatever the parameters cell (and papermill) bind next count, every run.
-    for name in (CONFIG_FIELDS | set().union(*NOTEBOOKS.values())) & namespace.keys():
+    for name in (FIELD_TYPES.keys() | PARAM_TYPES.keys()) & namespace.keys():
         del namespace[name]
-    namespace[_WINDOW] = _Window(baseline=dict(namespace))
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    namespace[_WINDOW] = {"baseline": dict(namespace)}
+    seed_everything(seed)
     if threads:
         torch.set_num_threads(threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    plot_style()
+    sns.set_theme(style="whitegrid", context="notebook")
+    matplotlib.rcParams.update({"figure.dpi": 80, "savefig.dpi": 120, "axes.titlesize": 11})
+    # Tables print on one width everywhere: stored outputs do not depend on a terminal.
+    pd.set_option("display.width", 120, "display.max_colwidth", 60)
+    ip = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None   # a kernel has imported it
+    if ip is not None:
+        # lab5.viz builds Figures without pyplot: the inline backend registers the formatter that
+        # renders a Figure a cell returns as an image; text/plain is what a viewer without images
+        # shows (and what nbval compares).
+        ip.run_line_magic("matplotlib", "inline")
+        ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
+        ip.display_formatter.formatters["text/plain"].for_type(matplotlib.figure.Figure, lambda fig, p, cycle: p.text(
+            f"[figure: {len(fig.axes)} panels, shown as an image]"))
+    device = resolve_device("auto")
     print(f"lab5 {lab5.__version__} | torch {torch.__version__} | python {platform.python_version()} | "
           f"device {device} | {torch.get_num_threads()} threads | seed {seed}")
     return device
 
 
-def params(namespace: dict[str, Any], notebook: str) -> "NotebookParams":
-    """The parameters a notebook runs with (pass ``globals()``), checked: the names bound since
-    ``setup``, fixed at the first call so that re-running the cell later in an interactive session
-    does not mistake the notebook's own variables for parameters."""
+def params(namespace: dict[str, Any], notebook: str) -> NotebookParams:
+    """The checked parameters a notebook runs with (pass ``globals()``): the names bound since ``setup``, fixed
+    at the first call so that re-running the cell later does not take the notebook's own variables for parameters."""
     window = namespace.get(_WINDOW)
     if window is None:
         raise ConfigError("run the setup cell (wb.setup(globals())) before the parameters")
-    names = window.names
+    names, base = window.get("names"), window["baseline"]
     if names is None:
         names = {k for k, v in namespace.items() if not k.startswith("_") and k not in _IPYTHON_NAMES
-                 and isinstance(v, _PLAIN) and (k not in window.baseline or window.baseline[k] is not v)}
+                 and isinstance(v, _PLAIN) and (k not in base or base[k] is not v)}
     checked = validate_params(notebook, {k: namespace[k] for k in names if k in namespace})
-    window.names = names
+    window["names"] = names
     return checked
 
 
@@ -130,8 +130,7 @@ class NotebookParams:
 
     @property
     def name(self) -> str:
-        """The run's name: the preset, overrides that change what is computed, and the data root's
-        folder name when it is not the embedded set (so runs on other data never collide)."""
+        """The run's name (``run_name``): it never collides with runs on other data."""
         return run_name(self.preset, self.overrides, self.data_root)
 
     @property
@@ -140,12 +139,20 @@ class NotebookParams:
         return self.name.replace(",", "_").replace("=", "-").replace("/", "_")
 
     def __str__(self) -> str:
-        data = "embedded (simulated)" if self.data_root is None else show_path(self.data_root)
+        """Where the notebook reads and writes, the overrides, and the settings a reader cares about."""
+        cfg, data = self.cfg, "embedded (simulated)" if self.data_root is None else show_path(self.data_root)
         lines = [f"notebook {self.notebook}: preset '{self.preset}', data {data}"]
         if self.run_dir is not None:
             lines.append(f"run_dir {show_path(self.run_dir)}, figures {show_path(self.figures_dir)}")
         given = ", ".join(f"{k}={v!r}" for k, v in sorted(self.overrides.items())) or "none"
-        return "\n".join([*lines, f"config overrides: {given}", describe_config(self.cfg)])
+        prior = {"fixed": "fixed N(0,I) prior", "learned": "learned prior", "none": "deterministic"}[cfg.prior]
+        precision = resolve_precision(cfg.bf16, cfg.channels_last, resolve_device(cfg.device)).describe()
+        return "\n".join([*lines, f"config overrides: {given}",
+                          f"model: {cfg.arch} (nf {cfg.nf}), g_dim {cfg.g_dim}, z_dim {cfg.z_dim}, rnn {cfg.rnn_size}, "
+                          f"{prior}; frames {cfg.n_past} + {cfg.n_future}",
+                          f"training: {cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} iterations, batch "
+                          f"{cfg.batch_size}, lr {cfg.lr:g}, KL {cfg.kl_mode} (beta max {cfg.kl_beta_max:g}), teacher "
+                          f"forcing {cfg.tf_ratio:g} -> {cfg.tf_min:g}, step {cfg.step}, {precision}"])
 
 
 def run_name(preset: str, overrides: dict[str, Any], data_root: str | Path | None = None) -> str:
@@ -158,32 +165,21 @@ def run_name(preset: str, overrides: dict[str, Any], data_root: str | Path | Non
     return ",".join([preset, *parts])
 
 
-def describe_config(cfg: Config) -> str:
-    """A two-line summary of the settings a reader cares about."""
-    prior = {"fixed": "fixed N(0,I) prior", "learned": "learned prior", "none": "deterministic"}[cfg.prior]
-    precision = resolve_precision(cfg.bf16, cfg.channels_last, resolve_device(cfg.device)).describe()
-    return (f"model: {cfg.arch} (nf {cfg.nf}), g_dim {cfg.g_dim}, z_dim {cfg.z_dim}, rnn {cfg.rnn_size}, "
-            f"{prior}; frames {cfg.n_past} + {cfg.n_future}\n"
-            f"training: {cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} iterations, batch "
-            f"{cfg.batch_size}, lr {cfg.lr:g}, KL {cfg.kl_mode} (beta max {cfg.kl_beta_max:g}), teacher "
-            f"forcing {cfg.tf_ratio:g} -> {cfg.tf_min:g}, step {cfg.step}, {precision}")
-
-
 def check_param(name: str, value: Any) -> Any:
-    """A notebook parameter that is not a Config field, as its type (``PARAM_TYPES``)."""
+    """A notebook parameter as its type: a Config field's (``field_value``), else ``PARAM_TYPES``'."""
+    if name in FIELD_TYPES:
+        return field_value(name, value)
     kind = PARAM_TYPES[name]
-    if kind == "path":
-        if value is None or isinstance(value, Path):
-            return value
-        if isinstance(value, str) and value.strip():
-            return Path(value).expanduser()
-        raise ConfigError(f"notebook parameter '{name}' expects a path or None, got {value!r} "
-                          f"({type(value).__name__})")
     try:
-        value = coerce(name, value, kind)
+        if kind is not Path:
+            value = coerce(name, value, kind)
+        elif isinstance(value, str) and value.strip():
+            return Path(value).expanduser()
+        elif value is not None and not isinstance(value, Path):
+            raise ConfigError(name)
     except ConfigError:
-        raise ConfigError(f"notebook parameter '{name}' expects {kind.__name__}, got {value!r} "
-                          f"({type(value).__name__})") from None
+        raise ConfigError(f"notebook parameter '{name}' expects {'a path or None' if kind is Path else kind.__name__}"
+                          f", got {value!r} ({type(value).__name__})") from None
     if name in PARAM_MIN and value < PARAM_MIN[name]:
         raise ConfigError(f"notebook parameter '{name}' must be >= {PARAM_MIN[name]}, got {value!r}")
     return value
@@ -194,77 +190,58 @@ def param_value(name: str, text: str) -> Any:
     ``None`` is None, as papermill reads it. An unknown name is left to ``validate_params``."""
     if text.strip() in ("None", "none"):
         return None
-    if name in PARAM_TYPES:  # a path stays a string: papermill injects it into the notebook as one
-        return text if PARAM_TYPES[name] == "path" else check_param(name, text)
-    return field_value(name, text) if name in CONFIG_FIELDS else text
+    if name in FIELD_TYPES or PARAM_TYPES.get(name, Path) is not Path:
+        return check_param(name, text)
+    return text   # a path stays a string: papermill injects it into the notebook as one
 
 
 def validate_params(notebook: str, values: dict[str, Any]) -> NotebookParams:
-    """Check one notebook's parameter values (declared or injected) and build its NotebookParams;
-    unknown names and ill-typed values raise ``ConfigError`` naming them."""
+    """One notebook's NotebookParams from its values (declared or injected); ``ConfigError`` names a bad one."""
     if notebook not in NOTEBOOKS:
         raise ConfigError(f"unknown notebook '{notebook}' (known: {', '.join(NOTEBOOKS)})")
     declared = NOTEBOOKS[notebook]
-    unknown = sorted(k for k in values if k not in declared and k not in CONFIG_FIELDS)
+    unknown = sorted(k for k in values if k not in declared and k not in FIELD_TYPES)
     if unknown:
         raise ConfigError(
             f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(repr(k) for k in unknown)} "
             f"for {notebook} (its parameters: {', '.join(declared)}; or any Config field: "
-            f"{', '.join(sorted(CONFIG_FIELDS - {'preset'}))})")
+            f"{', '.join(sorted(FIELD_TYPES.keys() - {'preset'}))})")
     merged = {**declared, **values}
     own = {k: check_param(k, v) for k, v in merged.items() if k in PARAM_TYPES}
-    overrides = {k: v for k, v in merged.items() if k in CONFIG_FIELDS and k != "preset" and v is not None}
-    cfg = make_config(own["preset"], overrides=overrides)
+    preset = check_param("preset", merged["preset"])
+    overrides = {k: v for k, v in merged.items() if k in FIELD_TYPES and k != "preset" and v is not None}
+    cfg = make_config(preset, overrides=overrides)
     overrides = {k: getattr(cfg, k) for k in overrides}   # as typed values: "0.001" names a run as 0.001 does
-    run_dir = own.get("run_dir")
-    if run_dir is None and notebook == "04_training":
-        run_dir = home() / "runs" / run_name(own["preset"], overrides, own.get("data_root"))
-    extra = {k: own[k] for k in ("interactive", "samples", "max_sequences", "latent_samples", "latent_sequences")
-             if k in own}
-    return NotebookParams(notebook=notebook, cfg=cfg, preset=own["preset"], overrides=overrides,
-                          data_root=own.get("data_root"), run_dir=run_dir,
-                          figures_dir=Path(own.get("figures_dir") or home() / "figures"), **extra)
+    if own.get("run_dir") is None and notebook == "04_training":
+        own["run_dir"] = home() / "runs" / run_name(preset, overrides, own.get("data_root"))
+    own["figures_dir"] = Path(own.get("figures_dir") or home() / "figures")
+    return NotebookParams(notebook=notebook, cfg=cfg, preset=preset, overrides=overrides, **own)
 
 
 def data_root(params: NotebookParams, evaluation: bool = False) -> Path:
     """The data root of a notebook: ``params.data_root``, or the embedded set (generated on first use)."""
     if params.data_root is None:
         return embedded_root(evaluation=evaluation)
-    root = Path(params.data_root)
-    if not root.is_dir():
-        raise DatasetError(f"data root {root} does not exist (notebook parameter 'data_root')")
-    return root
-
-
-def save_results(results: dict[str, Any], params: NotebookParams) -> Path:
-    """Write ``evaluate_model``'s results as ``05_results_<run name>.json`` beside the figures."""
-    path = Path(params.figures_dir) / f"05_results_{params.stem}.json"
-    save_json(results, path)
-    print(f"saved {show_path(path)}")
-    return path
+    if not Path(params.data_root).is_dir():
+        raise DatasetError(f"data root {params.data_root} does not exist (notebook parameter 'data_root')")
+    return Path(params.data_root)
 
 
 def evaluation_run(params: NotebookParams) -> tuple[CVAE, Config, Path, torch.device]:
     """The run 05 evaluates, and why: ``run_dir`` when given; else, on a user data root, the run 04
     trained there (same parameters) if any; else the shipped demo for the demo preset without model
     overrides; else the run of 04 (saying so when the shipped demo is missing)."""
-    own = home() / "runs" / params.name
+    own, demo = home() / "runs" / params.name, shipped_demo()
     is_demo = run_name(params.preset, params.overrides) == "demo"
-    if params.run_dir is not None:
-        src = Path(params.run_dir)
-    elif params.data_root is not None and has_checkpoint(own):
-        src = own
-    elif is_demo and has_checkpoint(shipped_demo()):
-        src = shipped_demo()
-    elif has_checkpoint(own):
-        src = own
-        if is_demo:
-            print(f"note: the shipped demo checkpoint ({show_path(shipped_demo())}) is not there; "
-                  f"evaluating the run of 04_training ({show_path(own)}) instead")
-    else:
-        where = [show_path(shipped_demo())] if is_demo else []
-        raise RunDirError(f"no checkpoint to evaluate (looked in {', '.join(where + [show_path(own)])}); "
+    looked = [demo] * is_demo + [own]
+    found = [own] * (params.data_root is not None) + looked
+    src = Path(params.run_dir) if params.run_dir is not None else next((p for p in found if has_checkpoint(p)), None)
+    if src is None:
+        raise RunDirError(f"no checkpoint to evaluate (looked in {', '.join(map(show_path, looked))}); "
                           "run 04_training first, or pass run_dir")
+    if params.run_dir is None and params.data_root is None and is_demo and src == own:
+        print(f"note: the shipped demo checkpoint ({show_path(demo)}) is not there; "
+              f"evaluating the run of 04_training ({show_path(own)}) instead")
     device = resolve_device(params.cfg.device)
     model, cfg, state = load_model(src, device)
     best = state.get("best")
@@ -276,12 +253,208 @@ def evaluation_run(params: NotebookParams) -> tuple[CVAE, Config, Path, torch.de
 
 def latent_results(params: NotebookParams, models: dict[str, CVAE], data: Any, root: Path,
                    device: torch.device) -> dict[str, dict[str, Any]]:
-    """05's latent section: each model under the lab protocol with ``latent_samples`` samples on the
-    first ``latent_sequences`` test sequences, plus counterfactual actions for the models that read
-    actions (on the embedded data, which the simulator can replay)."""
-    return {label: evaluate_with_counterfactual(model, data, root, params.latent_samples, params.latent_sequences,
-                                                device) for label, model in models.items()}
+    """05's latent section: each model under the lab protocol on the first test sequences, plus counterfactual
+    actions for the models that read actions (on the embedded data, which the simulator can replay)."""
+    return {label: evaluate_model(model, data, "lab", samples=params.latent_samples, device=device,
+                                  max_sequences=params.latent_sequences, progress=False,
+                                  counterfactual_root=root if replayable(model, root) else None)
+            for label, model in models.items()}
 
 
-__all__ = ["NOTEBOOKS", "NotebookParams", "setup", "params", "validate_params", "data_root", "evaluation_run",
-           "save_results", "latent_results", "save_figure", "show_image", "show_path", "table", "history_table", "run_name"]
+# --- what a notebook shows ------------------------------------------------------------------------
+
+def show_path(path: str | Path) -> str:
+    """``path`` relative to the lab5 home when inside it (stable across machines), else absolute."""
+    path = Path(path)
+    for a, b in ((path.absolute(), home().absolute()), (path.resolve(), home().resolve())):
+        if a.is_relative_to(b):
+            return str(a.relative_to(b)) or "."
+    return str(path)
+
+
+def save_figure(fig: Any, name: str, folder: str | Path | None = None) -> Path:
+    """Save ``fig`` as ``folder/name`` (default folder: ``figures/`` of the lab5 home); print where."""
+    folder = Path(folder) if folder is not None else home() / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    # Run names hold dots (lr=0.001): only a known image suffix counts as the file type.
+    path = folder / (name if Path(name).suffix.lower() in IMAGE_SUFFIXES else f"{name}.png")
+    # No metadata: the same figure gives the same bytes, so regenerated files diff cleanly.
+    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
+    print(f"saved {show_path(path)}")
+    return path
+
+
+def save_results(results: dict[str, Any], params: NotebookParams) -> Path:
+    """Write ``evaluate_model``'s results as ``05_results_<run name>.json`` beside the figures."""
+    path = Path(params.figures_dir) / f"05_results_{params.stem}.json"
+    save_json(results, path)
+    print(f"saved {show_path(path)}")
+    return path
+
+
+def show_image(path: str | Path) -> Any:
+    """An image file (PNG, GIF) embedded as a cell output: it shows wherever the executed notebook is written,
+    where a Markdown link to figures/ would break."""
+    from IPython.display import Image  # only inside a kernel
+    return Image(filename=str(path))
+
+
+def tidy(value: Any, digits: int) -> Any:
+    """Floats rounded to ``digits`` (and -0.0 as 0.0), so printed tables stay stable."""
+    return round(value, digits) + 0.0 if isinstance(value, float) else value
+
+
+def table(columns: dict[str, dict[str, Any]], digits: int = 4) -> Any:
+    """A pandas table from ``{column: {row: value}}`` with floats rounded; a missing cell prints empty."""
+    import pandas as pd  # heavy: kept off the import path of `python -m lab5 --help`
+    order = list(dict.fromkeys(row for rows in columns.values() for row in rows))  # as given, not sorted
+    frame = pd.DataFrame({col: pd.Series({row: tidy(v, digits) for row, v in rows.items()}, dtype=object)
+                          for col, rows in columns.items()}, index=order)
+    return frame.where(frame.notna(), "")
+
+
+def history_table(history: list[dict[str, Any]], digits: int = 4) -> Any:
+    """The per-epoch rows of a run (``history.jsonl``) as a rounded pandas table."""
+    import pandas as pd  # heavy: kept off the import path of `python -m lab5 --help`
+    rows = [{k: tidy(v, digits) for k, v in r.items()} for r in history if "epoch" in r]
+    return pd.DataFrame(rows).set_index("epoch")
+
+
+# --- running the notebooks with papermill ---------------------------------------------------------
+
+class NotebookFailed(RuntimeError):
+    """A notebook stopped with an error; the message names the notebook and the cell."""
+
+
+def notebooks_dir() -> Path:
+    """``notebooks/`` of the lab5 home, checked to hold the workbook."""
+    path = home() / "notebooks"
+    if not (path / "01_derivation.ipynb").is_file():
+        raise ConfigError(f"{path}: the workbook's notebooks are not there (set LAB5_HOME to the "
+                          "repository checkout)")
+    return path
+
+
+def route_parameters(notebook: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The values meant for ``notebook``: Config fields, and its declared ones unless at their default (no cell
+    is injected for them)."""
+    declared = NOTEBOOKS[notebook]
+    return {k: v for k, v in values.items()
+            if (k in declared and v != declared[k]) or (k not in declared and k in FIELD_TYPES)}
+
+
+def check_parameters(values: dict[str, Any], notebooks: Iterable[str]) -> None:
+    """Refuse a parameter no notebook knows, or a value a notebook would reject, before running."""
+    unknown = sorted(values.keys() - FIELD_TYPES.keys() - PARAM_TYPES.keys())
+    if unknown:
+        raise ConfigError(f"unknown parameter {', '.join(repr(k) for k in unknown)} (notebook parameters: "
+                          f"{', '.join(sorted({'preset', *PARAM_TYPES}))}; or any Config field)")
+    for nb in notebooks:
+        validate_params(nb, route_parameters(nb, values))
+
+
+def execute_notebook(name: str, out: Path, values: dict[str, Any], kernel: str = "python3",
+                     progress: bool = True) -> float:
+    """Execute ``notebooks/<name>.ipynb`` with the ``values`` meant for it into ``out`` (cwd: the notebooks
+    folder); return seconds. Raises ``NotebookFailed`` naming the notebook, the cell and the exception."""
+    import nbformat  # heavy: kept off the import path of `python -m lab5 --help`
+    import papermill as pm  # heavy, as nbformat
+    # Config fields are parameters no parameters cell lists; papermill would warn about each.
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    src = notebooks_dir() / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=route_parameters(name, values), kernel_name=kernel,
+                            cwd=str(src.parent), progress_bar=progress,
+                            stdout_file=sys.stdout if progress and name in STREAMED else None)
+    except pm.PapermillExecutionError as exc:
+        first = (exc.source or "").strip().splitlines()
+        raise NotebookFailed(f"{name}.ipynb failed at cell {exc.cell_index} (In [{exc.exec_count}]"
+                             f"{': ' + first[0][:60] if first else ''}): {exc.ename}: {exc.evalue}\n"
+                             f"the partly executed notebook is {out}") from None
+    except Exception as exc:  # a kernel that died or did not start
+        raise NotebookFailed(f"{name}.ipynb could not be executed: {type(exc).__name__}: {exc}") from None
+    # papermill's run metadata (paths, timestamps) dropped, so a stored notebook diffs cleanly
+    nb = nbformat.read(out, as_version=4)
+    for meta in [nb.metadata] + [cell.metadata for cell in nb.cells]:
+        meta.pop("papermill", None)
+        meta.pop("execution", None)
+    nbformat.write(nb, out)
+    return time.perf_counter() - t0
+
+
+def run_workbook(values: dict[str, Any], out: Path | None = None, inplace: bool = False, only: list[str] | None = None,
+                 kernel: str = "python3", progress: bool = True) -> list[tuple[str, float]]:
+    """Execute the notebooks (all, or ``only`` these prefixes) in order into ``out`` or in place; stop at a failure."""
+    names = [n for n in NOTEBOOKS if not only or any(n.startswith(o.removesuffix(".ipynb")) for o in only)]
+    if not names:
+        raise ConfigError(f"--only {' '.join(only or [])} matches no notebook ({', '.join(NOTEBOOKS)})")
+    check_parameters(values, names)
+    if inplace and any(route_parameters(nb, values) for nb in names):
+        raise ConfigError("--inplace stores the outputs of the notebooks' default parameters (what "
+                          "nbval checks); drop the parameters or write to --out instead")
+    # in place: the notebooks run in runs/workbook-inplace first, where a failed one stays readable
+    staging = home() / "runs" / ("workbook-inplace" if inplace else f"workbook-{values.get('preset', 'demo')}")
+    staging = Path(out) if out is not None and not inplace else staging
+    timings = []
+    for i, name in enumerate(names, 1):
+        print(f"[{i}/{len(names)}] {name}.ipynb ...", flush=True)
+        timings.append((name, execute_notebook(name, staging / f"{name}.ipynb", values, kernel, progress)))
+        if inplace:  # only a notebook that ran to the end replaces the stored one
+            shutil.copyfile(staging / f"{name}.ipynb", notebooks_dir() / f"{name}.ipynb")
+        print(f"[{i}/{len(names)}] {name}.ipynb done in {timings[-1][1]:.0f} s", flush=True)
+    print(f"executed {len(timings)} notebook(s) into {notebooks_dir() if inplace else staging} in "
+          f"{sum(s for _, s in timings):.0f} s; figures in {home() / 'figures'}")
+    return timings
+
+
+def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every point of ``{key: [values]}``, keys sorted."""
+    keys = sorted(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def combination_name(combo: dict[str, Any]) -> str:
+    """A folder name from a grid point: ``kl_mode=cyclical,lr=0.001``."""
+    return ",".join(f"{k}={v}" for k, v in sorted(combo.items())).replace("/", "_") or "default"
+
+
+def run_sweep(grid: dict[str, list[Any]], values: dict[str, Any], out: Path | None = None,
+              kernel: str = "python3", progress: bool = True) -> list[dict[str, Any]]:
+    """Run 04 and 05 for every point of ``grid`` into ``out/<k=v,...>/``; write a summary."""
+    names = ["04_training", "05_evaluation"]
+    for key in (k for k in grid if k in ("run_dir", "figures_dir")):
+        raise ConfigError(f"--grid {key}: the sweep sets it for each grid point")
+    points = combinations(grid)
+    for combo in points:
+        check_parameters({**values, **combo}, names)
+    out = Path(out) if out is not None else home() / "runs" / "sweep"
+    summary = []
+    for i, combo in enumerate(points, 1):
+        folder = out / combination_name(combo)
+        point = {**values, **combo, "run_dir": str(folder / "run"), "figures_dir": str(folder / "figures"),
+                 "interactive": False}
+        print(f"[{i}/{len(points)}] {combination_name(combo)}", flush=True)
+        seconds = {f"{name[:2]}_seconds": round(execute_notebook(
+            name, folder / f"{name}.ipynb", point, kernel, progress), 1) for name in names}
+        summary.append({**combo, **seconds, **sweep_metrics(folder)})
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    keys = list(dict.fromkeys(k for row in summary for k in row))   # the summary as a plain text table
+    cells = [keys] + [[str(row.get(k, "")) for k in keys] for row in summary]
+    widths = [max(map(len, column)) for column in zip(*cells)]
+    print("\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in cells) or "(empty sweep)")
+    print(f"wrote {out / 'summary.json'}")
+    return summary
+
+
+def sweep_metrics(folder: Path) -> dict[str, Any]:
+    """Best validation PSNR of a grid point's run, and its test and copy-last PSNR from 05's results."""
+    vals = [r["val_psnr"] for r in read_history(folder / "run") if r.get("val_psnr") is not None]
+    metrics: dict[str, Any] = {"best_val_psnr": round(max(vals), 3) if vals else None}
+    results = sorted((folder / "figures").glob("05_results_*.json"))
+    if results:
+        res = json.loads(results[-1].read_text())
+        metrics["test_psnr"] = round(res["psnr"]["mean"], 3)
+        metrics["copy_last_psnr"] = round(res["copy_last"]["psnr"], 3)
+    return metrics

@@ -12,10 +12,9 @@ from PIL import Image
 from tfrecord.writer import TFRecordWriter
 
 from lab5.cli import main as lab5_main
-from lab5.data.check import check_root
 from lab5.data.convert import STATE_NAME, convert_bair, n_val_files, plan_splits
 from lab5.data.dataset import BairDataset
-from lab5.data.layout import DatasetError
+from lab5.data.layout import DatasetError, check_root
 
 Record = tuple[np.ndarray, np.ndarray, np.ndarray]  # aux1 frames, actions, positions
 

@@ -18,10 +18,8 @@ import torch
 from PIL import Image
 
 from lab5.cli import main as lab5_main
-from lab5.data.cache import build_cache, load_cache
-from lab5.data.check import check_root
-from lab5.data.dataset import BairDataset
-from lab5.data.layout import DatasetError, find_sequences, read_sequence
+from lab5.data.dataset import BairDataset, build_cache, load_cache
+from lab5.data.layout import DatasetError, check_root, find_sequences, read_sequence
 
 REAL_SEQ = "test/traj_0_to_255.tfrecords/175"  # the real sample (see tests/conftest.py)
 

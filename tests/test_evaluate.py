@@ -13,7 +13,7 @@ import torch
 
 from lab5.rundir import load_model
 from lab5.data.dataset import BairDataset
-from lab5.evaluate import Protocol, ShuffledConditions, evaluate_model, format_table, generate
+from lab5.evaluate import Protocol, ShuffledConditions, evaluate_model, format_table
 from lab5.metrics import psnr_per_frame, ssim_per_frame
 
 
@@ -95,7 +95,7 @@ def test_generate_protocol(any_prior, monkeypatch: pytest.MonkeyPatch) -> None:
     n_past, n_future = cfg.n_past, cfg.n_future
 
     def run(x_, c_, seed=0):
-        return generate(model, x_, c_, n_past, n_future, torch.Generator().manual_seed(seed))
+        return model.generate(x_, c_, n_past, n_future, torch.Generator().manual_seed(seed))
 
     pred = run(x, c)
     assert pred.shape == (len(x), n_future, 3, 64, 64) and 0 <= pred.min() and pred.max() <= 1
@@ -163,7 +163,7 @@ def test_actions_start_hides_the_arms_future(model_and_data) -> None:
     n_past, a = cfg.n_past, model.action_dim
 
     def run(c_):
-        return generate(model, x, c_, n_past, cfg.n_future, torch.Generator().manual_seed(0))
+        return model.generate(x, c_, n_past, cfg.n_future, torch.Generator().manual_seed(0))
 
     later = c.clone()
     later[:, n_past:, a:] = torch.rand_like(later[:, n_past:, a:])
@@ -190,7 +190,7 @@ def test_evaluate_model_against_direct_computation(model_and_data) -> None:
     truth = x[:, n_past:]
 
     gen = torch.Generator().manual_seed(3)
-    preds = [generate(model, x, c, n_past, n_future, gen) for _ in range(2)]
+    preds = [model.generate(x, c, n_past, n_future, gen) for _ in range(2)]
     psnr = torch.stack([psnr_per_frame(p, truth) for p in preds], 1)  # [sequences, samples, frames]
     ssim = np.stack([ssim_per_frame(p, truth) for p in preds], 1)
     assert results["psnr"]["mean"] == pytest.approx(psnr.mean().item(), rel=1e-6)
@@ -234,7 +234,7 @@ def test_evaluate_model_against_direct_computation(model_and_data) -> None:
 
     shuffled = ShuffledConditions(data, 3)
     c_shuffled = torch.stack([shuffled[i][1] for i in range(len(data))])
-    expected = psnr_per_frame(generate(model, x, c_shuffled, n_past, n_future, torch.Generator().manual_seed(3)),
+    expected = psnr_per_frame(model.generate(x, c_shuffled, n_past, n_future, torch.Generator().manual_seed(3)),
                               truth).mean()
     assert results["shuffled_actions"]["psnr"] == pytest.approx(expected.item(), rel=1e-6)
     assert results["protocol"]["sequences"] == 4 and results["protocol"]["samples"] == 2
@@ -356,7 +356,7 @@ def test_what_z_carries_keys_against_direct_computation(model_and_data) -> None:
     assert curve["ssim"] == sorted(curve["ssim"])  # the best of more samples is never worse (ranked by SSIM)
 
     gen = torch.Generator().manual_seed(3)
-    preds = torch.stack([generate(model, x, c, cfg.n_past, cfg.n_future, gen) for _ in range(5)])
+    preds = torch.stack([model.generate(x, c, cfg.n_past, cfg.n_future, gen) for _ in range(5)])
     assert results["diversity"]["pixel_std"] == pytest.approx(float(preds.std(0, unbiased=False).mean()), rel=1e-5)
 
     # Fixed prior: KL(q ‖ N(0, I)) of each frame along the true frames, by hand.
@@ -377,7 +377,8 @@ def test_what_z_carries_keys_against_direct_computation(model_and_data) -> None:
 
 
 def test_counterfactual_against_an_independent_computation(model_and_data, tiny_root: Path) -> None:
-    from lab5.counterfactual import counterfactual, counterfactual_data
+    from lab5.evaluate import counterfactual
+    from lab5.sim.replay import counterfactual_data
     from lab5.sim import sequence_seed
     from lab5.sim.render import render_states
     from lab5.sim.world import simulate_states
@@ -385,7 +386,7 @@ def test_counterfactual_against_an_independent_computation(model_and_data, tiny_
     model, cfg, data, x, c = model_and_data
     n_past = cfg.n_past
     p = Protocol("test", n_past, cfg.n_future, 1)
-    cf = counterfactual_data(data, tiny_root, "test", p)
+    cf = counterfactual_data(data, tiny_root, "test", p.n_past, p.n_frames)
     x_cf, c_cf = cf["x"], cf["c"]
     for i in range(len(x)):
         own = simulate_states(sequence_seed(0, "test", i), cfg.n_frames)
@@ -406,8 +407,8 @@ def test_counterfactual_against_an_independent_computation(model_and_data, tiny_
         mse = ((pred.numpy().astype(np.float64) - truth) ** 2).mean((3, 4))
         return float((10 * np.log10(1 / mse)).mean())
 
-    new = generate(model, x_cf, c_cf, n_past, cfg.n_future, torch.Generator().manual_seed(0))
-    old = generate(model, x_cf, c, n_past, cfg.n_future, torch.Generator().manual_seed(0))
+    new = model.generate(x_cf, c_cf, n_past, cfg.n_future, torch.Generator().manual_seed(0))
+    old = model.generate(x_cf, c, n_past, cfg.n_future, torch.Generator().manual_seed(0))
     assert results["psnr"] == pytest.approx(psnr(new), abs=1e-4)
     assert results["factual_conditions"]["psnr"] == pytest.approx(psnr(old), abs=1e-4)
     assert results["copy_last"]["psnr"] == pytest.approx(psnr(x_cf[:, n_past - 1:n_past].expand(-1, cfg.n_future,
@@ -417,7 +418,7 @@ def test_counterfactual_against_an_independent_computation(model_and_data, tiny_
 
 
 def test_counterfactual_needs_the_embedded_data(model_and_data, tmp_path: Path, real_root: Path) -> None:
-    from lab5.counterfactual import counterfactual
+    from lab5.evaluate import counterfactual
     from lab5.data.layout import DatasetError
 
     model, cfg, *_ = model_and_data

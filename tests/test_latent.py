@@ -87,7 +87,8 @@ def smoke(smoke_run: Path, tiny_root: Path):
 
 
 def test_drive_replays_the_scene_with_the_chosen_actions(smoke, tiny_root: Path) -> None:
-    from lab5.counterfactual import DIRECTIONS, direction_actions, drive, drive_choices
+    from lab5.viz import drive
+    from lab5.sim.replay import DIRECTIONS, direction_actions, drive_choices
 
     model, cfg, data = smoke
     choices = drive_choices(data, 0, cfg.n_frames, others=2)
@@ -136,7 +137,7 @@ def test_compare_models_lines_up_the_results(smoke) -> None:
 def test_the_widgets_build_and_respond(smoke, tiny_root: Path) -> None:
     pytest.importorskip("ipywidgets")
     from lab5 import viz
-    from lab5.counterfactual import drive_choices
+    from lab5.sim.replay import drive_choices
 
     model, cfg, data = smoke
     x, c = (t[None, :cfg.n_frames] for t in data[0])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lab5.losses import frame_mse, kl_gaussian
+from lab5.models.cvae import frame_mse, kl_gaussian
 
 N_SAMPLES = 100_000
 

@@ -7,11 +7,10 @@ import torch
 from torch import nn
 
 from lab5.config import get_preset
-from lab5.evaluate import generate
 from lab5.models.cvae import CVAE, count_parameters
-from lab5.models.encoders import (DcganDecoder, DcganEncoder, VggDecoder, VggEncoder,
+from lab5.models.networks import (DcganDecoder, DcganEncoder, VggDecoder, VggEncoder,
                                   build_encoder_decoder)
-from lab5.models.lstm import GaussianLstm, Lstm
+from lab5.models.networks import GaussianLstm, Lstm
 
 COND = 7  # 4 action columns + 3 end-effector position columns, as in BAIR
 
@@ -97,8 +96,9 @@ def test_cvae_per_frame_operations(prior: str, z_dim: int) -> None:
     assert zp.shape == mu_p.shape == logvar_p.shape == (B, z_dim)
     if prior == "fixed":
         assert torch.equal(mu_p, torch.zeros(B, z_dim)) and torch.equal(logvar_p, torch.zeros(B, z_dim))
-    x_hat = model.predict(h, z, torch.randn(B, COND), skips, hidden)
-    assert x_hat.shape == (B, 3, 64, 64)
+    g, kl = model.step(h, torch.randn(B, COND), model.init_hidden(B, "cpu"), h_target=h)
+    assert model.decoder(g, skips).shape == (B, 3, 64, 64) and kl.shape == ()
+    assert (float(kl) > 0) == (z_dim > 0)
     assert model.predictor.embed.in_features == cfg.g_dim + z_dim + COND  # [h_{t-1}, z_t, c_{t-1}]
 
 
@@ -120,7 +120,7 @@ def test_hidden_state_is_per_batch() -> None:
         out.loss.backward()
         assert torch.isfinite(out.loss)
         model.eval()
-        assert generate(model, x, c, cfg.n_past, cfg.n_future).shape == (B, cfg.n_future, 3, 64, 64)
+        assert model.generate(x, c, cfg.n_past, cfg.n_future).shape == (B, cfg.n_future, 3, 64, 64)
         hidden = model.init_hidden(B, "cpu")
         assert all(h.shape[0] == B for net in hidden.values() for pair in net for h in pair)
 
@@ -147,7 +147,7 @@ def test_condition_picks_the_columns_the_predictor_sees(condition: str, seen: in
     x, c = torch.rand(2, cfg.n_frames, 3, 64, 64), torch.randn(2, cfg.n_frames, COND)
 
     def run(cond: torch.Tensor) -> torch.Tensor:
-        return generate(model, x, cond, cfg.n_past, cfg.n_future, torch.Generator().manual_seed(0))
+        return model.generate(x, cond, cfg.n_past, cfg.n_future, torch.Generator().manual_seed(0))
 
     pred = run(c)
     other_positions, other_actions = c.clone(), c.clone()

@@ -1,4 +1,4 @@
-"""Progress bars refresh a bounded number of times (lab5.progress).
+"""Progress bars refresh a bounded number of times (lab5.files).
 
 The kernel test runs a training-shaped loop (600 steps, a postfix per step, six bars) in a
 real Jupyter kernel, where plain ``tqdm.auto`` draws ipywidgets and lab5's bars are text, and

@@ -141,7 +141,7 @@ def test_extending_a_run_keeps_its_kl_schedule(mode: str, tiny_root: Path, tmp_p
     KlAnnealing fixes its cycle length at construction); it is not re-planned for N epochs."""
     from lab5.config import get_preset
     from lab5.rundir import read_history
-    from lab5.schedules import KLAnnealing
+    from lab5.train import KLAnnealing
 
     run = tmp_path / "run"
     sets = [f"kl_mode={mode}", "kl_cycles=1", "kl_ratio=0.5", "iters_per_epoch=2", "threads=1"]

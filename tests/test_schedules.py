@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lab5.config import get_preset
-from lab5.schedules import KLAnnealing, TeacherForcing
+from lab5.train import KLAnnealing, TeacherForcing
 
 
 def _curve(schedule, epochs: int) -> list[float]:

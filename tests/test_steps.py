@@ -9,9 +9,9 @@ from torch import nn
 
 from lab5.config import get_preset
 from lab5.models.cvae import CVAE
-from lab5.models.encoders import FrameBatchNorm2d, build_encoder_decoder, per_frame_batchnorm
-from lab5 import steps
-from lab5.steps import STEPS, autocast, channels_last
+from lab5.models.networks import FrameBatchNorm2d, build_encoder_decoder, per_frame_batchnorm
+from lab5.models import cvae
+from lab5.train import autocast, channels_last
 
 COND = 7
 
@@ -48,7 +48,7 @@ def _run(cfg, step: str, teacher_forcing: bool, batch: int = 3, train: bool = Tr
     model = CVAE(cfg if dtype == torch.float64 else cfg.replace(init=F32_INIT), COND).to(dtype).train(train)
     x, c = _data(cfg, batch, dtype)
     torch.manual_seed(0)  # the posterior / learned prior noise
-    out = STEPS[step](model, x, c, 0.7, teacher_forcing, cfg.n_past)
+    out = model(x.transpose(0, 1), c.transpose(0, 1), 0.7, teacher_forcing, step=step)
     out.loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return out, grads, model
@@ -136,7 +136,7 @@ def test_float32_bound_catches_a_lost_term(arch, monkeypatch):
     cfg = (get_preset("smoke").replace(prior="learned") if arch == "smoke"
            else get_preset("lab").replace(**VGG_SMALL))
     ref, g_ref, _ = _run(cfg, "reference", True, batch=2)
-    frame_mse, kl = steps.frame_mse, steps.kl_term
+    frame_mse, kl = cvae.frame_mse, cvae.CVAE.kl
 
     def without_last_frame(pred, target):  # per frame [B,3,H,W] or all frames [B,T-1,3,H,W]
         if pred.dim() == 5:
@@ -146,10 +146,10 @@ def test_float32_bound_catches_a_lost_term(arch, monkeypatch):
     last_target = _data(cfg, 2)[0][-1]
     for path in ("exact",):
         with monkeypatch.context() as m:
-            m.setattr(steps, "frame_mse", without_last_frame)
+            m.setattr(cvae, "frame_mse", without_last_frame)
             _, g_lost_frame, _ = _run(cfg, path, True, batch=2)
         with monkeypatch.context() as m:
-            m.setattr(steps, "kl_term", lambda *a: 0 * kl(*a))  # KL dropped, graph (and grad keys) kept
+            m.setattr(cvae.CVAE, "kl", lambda *a: 0 * kl(*a))  # KL dropped, graph (and grad keys) kept
             _, g_lost_kl, _ = _run(cfg, path, True, batch=2)
         assert _grad_error(g_ref, g_lost_frame) > F32_GRAD_BOUND, path
         assert _grad_error(g_ref, g_lost_kl) > F32_GRAD_BOUND, path
@@ -291,11 +291,9 @@ def test_decoder_with_shared_skips_equals_decoder(arch, frames):
 def test_recomputation_changes_nothing(step, monkeypatch):
     # Large batches recompute the full-resolution stages in backward: same loss, gradients
     # and BatchNorm running statistics as keeping their activations.
-    import lab5.steps as steps
-
     cfg = get_preset("smoke").replace(prior="learned")
     out, grads, model = _run(cfg, step, True)
-    monkeypatch.setattr(steps, "RECOMPUTE_ABOVE_FRAMES", 0)
+    monkeypatch.setattr(cvae, "RECOMPUTE_ABOVE_FRAMES", 0)
     out_r, grads_r, model_r = _run(cfg, step, True)
     assert out_r.loss.item() == pytest.approx(out.loss.item(), rel=1e-6)
     assert _grad_error(grads, grads_r) < 1e-6

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 import torch
 
-from lab5 import runner, workbook as wb
+from lab5 import cli, workbook as wb
 from lab5.config import ConfigError, get_preset
 from lab5.rundir import RunDirError, shipped_demo
 from lab5.files import home
@@ -112,25 +112,25 @@ def test_setup_fixes_the_parameter_window(capsys):
 # --- command-line helpers ----------------------------------------------------------------------
 
 def test_grid_parsing_and_names():
-    grid = runner.parse_grid(["lr=0.001,0.002", "kl_mode=monotonic,cyclical", "bf16=False"])
+    grid = cli.parse_grid(["lr=0.001,0.002", "kl_mode=monotonic,cyclical", "bf16=False"])
     assert grid == {"lr": [0.001, 0.002], "kl_mode": ["monotonic", "cyclical"], "bf16": [False]}
-    points = runner.combinations(grid)
+    points = wb.combinations(grid)
     assert len(points) == 4
-    assert runner.combination_name(points[0]) == "bf16=False,kl_mode=monotonic,lr=0.001"
+    assert wb.combination_name(points[0]) == "bf16=False,kl_mode=monotonic,lr=0.001"
     with pytest.raises(ConfigError, match="key=v1,v2"):
-        runner.parse_grid(["lr"])
+        cli.parse_grid(["lr"])
 
 
 def test_parameters_are_routed_and_checked_before_running():
     values = {"preset": "demo", "samples": 5, "lr": 0.001}
-    assert runner.route_parameters("04_training", values) == {"lr": 0.001}       # preset: the default
-    assert runner.route_parameters("05_evaluation", values) == {"samples": 5, "lr": 0.001}
+    assert wb.route_parameters("04_training", values) == {"lr": 0.001}       # preset: the default
+    assert wb.route_parameters("05_evaluation", values) == {"samples": 5, "lr": 0.001}
     with pytest.raises(ConfigError, match="'bogus'"):
-        runner.check_parameters({"bogus": 1}, wb.NOTEBOOKS)
+        wb.check_parameters({"bogus": 1}, wb.NOTEBOOKS)
     with pytest.raises(ConfigError, match="'epochs'"):
-        runner.check_parameters({"epochs": "x"}, wb.NOTEBOOKS)
+        wb.check_parameters({"epochs": "x"}, wb.NOTEBOOKS)
     with pytest.raises(ConfigError, match="--inplace"):
-        runner.run_workbook({"epochs": 1}, inplace=True)
+        wb.run_workbook({"epochs": 1}, inplace=True)
 
 
 # --- the notebooks themselves ------------------------------------------------------------------

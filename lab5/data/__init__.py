@@ -1,1 +1,1 @@
-"""Data: the BAIR lab layout, its uint8 cache, the TFRecord converter and the embedded simulator."""
+"""Data: the BAIR lab layout and its full check, the ``Dataset`` and its uint8 cache, the TFRecord converter."""

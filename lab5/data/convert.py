@@ -8,12 +8,9 @@ the lab uses), ``{t}/action`` (4 floats) and ``{t}/endeffector_pos`` (3 floats).
 
 Validation split: ``SRC/val`` if it exists, else the first ``ceil(val_fraction * n)`` train files in
 natural order (at most n - 1, none if ``val_fraction <= 0`` or n < 2), as SAVP's preprocessing does:
-with the default 0.05 and BAIR's 169 train files, SAVP's 9 files.
-
-Restartable: sequences are renamed into place when complete and ``DST/.lab5_convert.json`` records
-the source, the split plan and the finished files, so a rerun skips finished work. ``tfrecord``
-imports torch, so the CLI imports this module only for ``convert-bair``.
-"""
+with the default 0.05 and BAIR's 169 train files, SAVP's 9 files. Restartable: sequences are renamed
+into place when complete and ``DST/.lab5_convert.json`` records the source, the split plan and the
+finished files, so a rerun skips finished work."""
 
 from __future__ import annotations
 
@@ -35,17 +32,12 @@ from tqdm.auto import tqdm
 from lab5.data.layout import DatasetError, PathLike, natural_key, visible_dirs, write_sequence
 from lab5.files import progress_bar, write_atomic
 
-STATE_NAME = ".lab5_convert.json"
-STATE_FORMAT = "lab5-convert"
+STATE_NAME, STATE_FORMAT = ".lab5_convert.json", "lab5-convert"
 _AUX_RE = re.compile(r"^([0-9]+)/image_aux1/encoded$")
-_SPLIT_DIRS = (("train", "train"), ("val", "validate"), ("test", "test"))
 
 
 def _tfrecords(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.iterdir() if p.name.endswith(".tfrecords") and p.is_file()),
-                  key=lambda p: natural_key(p.name))
+    return sorted((p for p in folder.glob("*.tfrecords") if p.is_file()), key=lambda p: natural_key(p.name))
 
 
 def _resolve_src(src: Path) -> Path:
@@ -70,7 +62,7 @@ def n_val_files(n_train: int, val_fraction: float) -> int:
 def plan_splits(src: PathLike, val_fraction: float = 0.05) -> list[tuple[str, Path]]:
     """``(lab split, tfrecords file)`` pairs in conversion order; see the module docstring."""
     src = _resolve_src(Path(src))
-    train, val, test = (_tfrecords(src / d) for d, _ in _SPLIT_DIRS)
+    train, val, test = (_tfrecords(src / d) for d in ("train", "val", "test"))
     if not train and not test and not val:
         raise DatasetError(f"{src}: no *.tfrecords files in train/, val/ or test/")
     if not (src / "val").is_dir():
@@ -99,13 +91,10 @@ def decode_example(record: bytes | memoryview, where: str,
     except DecodeError as e:
         raise DatasetError(f"{where}: not a tf.train.Example ({e})") from e
     feats = ex.features.feature
-    ts = sorted(int(m.group(1)) for key in feats if (m := _AUX_RE.match(key)))
+    ts = [int(m.group(1)) for key in feats if (m := _AUX_RE.match(key))]
     if not ts:
         raise DatasetError(f"{where}: missing key '0/image_aux1/encoded' (no frames)")
-    n = ts[-1] + 1
-    missing = sorted(set(range(n)) - set(ts))
-    if missing:
-        raise DatasetError(f"{where}: missing key '{missing[0]}/image_aux1/encoded'")
+    n = max(ts) + 1  # a gap raises "missing key" below
     nbytes = image_size * image_size * 3
     frames = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
     actions: list[np.ndarray] = []
@@ -133,27 +122,17 @@ def decode_example(record: bytes | memoryview, where: str,
     return frames, np.stack(actions), np.stack(positions)
 
 
-def _read_state(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: unreadable conversion state ({e}); use force to start over") from e
-    return state if isinstance(state, dict) and state.get("format") == STATE_FORMAT else None
-
-
-def _write_state(path: Path, state: dict[str, Any]) -> None:
-    write_atomic(path, json.dumps(state, indent=1))
-
-
 def _start_state(src: Path, dst: Path, plan_json: list[list[str]], force: bool) -> dict[str, Any]:
     """The conversion state to continue: the one in ``dst`` if it resumes ``src``, else a new one."""
-    state_path = dst / STATE_NAME
-    state = _read_state(state_path) if dst.is_dir() else None
-    src_id = str(src.resolve())
+    state_path, state, src_id = dst / STATE_NAME, None, str(src.resolve())
     if dst.exists() and not dst.is_dir():
         raise DatasetError(f"{dst}: destination exists and is not a folder")
+    if state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{state_path}: unreadable conversion state ({e}); use force to start over") from e
+        state = state if isinstance(state, dict) and state.get("format") == STATE_FORMAT else None
     if force or state is None or state.get("src") != src_id:
         if dst.is_dir() and any(dst.iterdir()) and not force:
             what = f"holds a conversion of {state.get('src')}" if state is not None else "is not empty"
@@ -175,31 +154,27 @@ def convert_bair(src: PathLike, dst: PathLike, force: bool = False, val_fraction
     replacing sequence folders that exist; other files are left alone)."""
     t0 = time.perf_counter()
     src, dst = _resolve_src(Path(src)), Path(dst)
-    plan = plan_splits(src, val_fraction)
-    state = _start_state(src, dst, [[split, p.relative_to(src).as_posix()] for split, p in plan], force)
+    plan = [(split, p, p.relative_to(src).as_posix()) for split, p in plan_splits(src, val_fraction)]
+    state = _start_state(src, dst, [[split, rel] for split, _, rel in plan], force)
     state_path = dst / STATE_NAME
     dst.mkdir(parents=True, exist_ok=True)
-    _write_state(state_path, state)
-
-    done = set(state["done"])
-    todo = [(split, p) for split, p in plan if p.relative_to(src).as_posix() not in done]
+    write_atomic(state_path, json.dumps(state, indent=1))
+    todo = [(split, p, rel) for split, p, rel in plan if rel not in state["done"]]
     written = skipped = 0
-    total = sum(p.stat().st_size for _, p in todo)
-    with progress_bar(total=total, desc="convert-bair", unit="B", unit_scale=True,
-                      disable=not progress) as bar:
-        for split, path in todo:
+    with progress_bar(total=sum(p.stat().st_size for _, p, _ in todo), desc="convert-bair", unit="B",
+                      unit_scale=True, disable=not progress) as bar:
+        for split, path, rel in todo:
             w, s = _convert_file(path, dst / split / path.name, image_size, state["replace_existing"], bar)
             written, skipped = written + w, skipped + s
-            state["done"].append(path.relative_to(src).as_posix())
-            _write_state(state_path, state)  # this file is never read again on resume
+            state["done"].append(rel)
+            write_atomic(state_path, json.dumps(state, indent=1))  # this file is never read again on resume
     state["status"] = "complete"
-    _write_state(state_path, state)
-
+    write_atomic(state_path, json.dumps(state, indent=1))
     counts: dict[str, int] = {}
-    for split, path in plan:
+    for split, path, _ in plan:
         if (dst / split / path.name).is_dir():
             counts[split] = counts.get(split, 0) + len(visible_dirs(dst / split / path.name))
-    files = {s: sum(1 for sp, _ in plan if sp == s) for s in counts}
+    files = {s: sum(1 for sp, _, _ in plan if sp == s) for s in counts}
     return {"dst": str(dst), "sequences": counts, "files": files, "written": written, "skipped": skipped,
             "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -210,16 +185,15 @@ def _convert_file(path: Path, out_dir: Path, image_size: int, replace: bool, bar
     for e in os.scandir(out_dir):  # leftovers of an interrupted run (only one converter per DST)
         if e.is_dir() and e.name.startswith((".tmp-", ".old-")):
             shutil.rmtree(e.path)
-    written = skipped = 0
+    written = skipped = k = 0
     records = tfrecord_iterator(str(path))
-    k = 0
     while True:
         try:
-            record = next(records)
-        except StopIteration:
-            break
+            record = next(records, None)
         except (RuntimeError, OSError) as e:
             raise DatasetError(f"{path}: record {k}: truncated or corrupt TFRecord file ({e})") from e
+        if record is None:
+            break
         seq_dir = out_dir / str(k)
         if seq_dir.is_dir() and not replace:
             skipped += 1  # renamed into place only when complete, so it is finished

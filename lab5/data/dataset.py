@@ -1,17 +1,169 @@
-"""The torch ``Dataset`` over a lab-layout split (see :mod:`lab5.data.layout` for the files)."""
+"""The torch ``Dataset`` over a lab-layout split (see :mod:`lab5.data.layout` for the files), and
+its uint8 memmap cache, so training does not decode PNGs every epoch. The cache of a split, in
+``<root>/.lab5_cache/`` (or ``out``):
+
+- ``<split>.frames.npy``  uint8 [N, T, 3, H, W] (already channels-first: an item is one slice)
+- ``<split>.cond.npy``    float32 [N, T, A + P]
+- ``<split>.index.json``  sequence paths (relative to the split folder) in dataset order, shapes,
+  a fingerprint of the source files (max mtime in ns, file count, total bytes) and a format version.
+
+A cache is used only if its sequence list and the fingerprint of the current source files equal the
+recorded ones, so touching, editing, adding or deleting any frame or CSV makes it stale (the reader
+falls back to the PNGs); the fingerprint is taken *before* the sources are read. Writing streams
+one sequence at a time into memmaps (constant memory even for BAIR's 15 GB train split) under
+temporary names renamed into place; the index is removed first and written last, so an
+interrupted build leaves no cache, never a mismatched one."""
 
 from __future__ import annotations
 
+import json
+import os
+import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import torch
 
-from lab5.data.cache import open_cache
-from lab5.data.layout import (Agreement, DatasetError, PathLike, SequenceInfo, find_sequences, read_frame,
-                              sequence_info)
+from lab5.data.layout import (ACTIONS_CSV, FRAME_RE, POSITIONS_CSV, SPLITS, Agreement, DatasetError, PathLike,
+                              SequenceInfo, find_sequences, present_splits, read_frame, root_dir, sequence_info)
+from lab5.files import check_writable, progress_bar, write_atomic
+
+CACHE_DIRNAME, FORMAT, VERSION = ".lab5_cache", "lab5-bair-cache", 1
+
+
+class LoadedCache(NamedTuple):
+    """A fresh cache: memmapped arrays (read-only) and the parsed index."""
+    frames: np.ndarray  # uint8 [N, T, 3, H, W]
+    cond: np.ndarray  # float32 [N, T, C]
+    index: dict[str, Any]
+    frames_path: Path
+    cond_path: Path
+
+
+def cache_dir_for(root: PathLike, out: PathLike | None = None) -> Path:
+    return Path(out) if out is not None else Path(root) / CACHE_DIRNAME
+
+
+def _paths(cdir: Path, split: str) -> tuple[Path, Path, Path]:
+    return cdir / f"{split}.frames.npy", cdir / f"{split}.cond.npy", cdir / f"{split}.index.json"
+
+
+def _relative(sequences: Iterable[Path]) -> list[str]:
+    # Relative to the split folder, so a root moved or copied with its cache (cp -a keeps
+    # mtimes) keeps a valid cache.
+    return [f"{s.parent.name}/{s.name}" for s in sequences]
+
+
+def source_fingerprint(sequences: Iterable[Path]) -> dict[str, int]:
+    """max mtime (ns), count and total size of every frame and CSV of the given sequences: one stat
+    per file. Sizes and counts catch what mtimes miss (a file replaced by an older copy, a deleted frame)."""
+    max_ns = n_files = total = 0
+    for seq in sequences:
+        try:
+            with os.scandir(seq) as it:
+                for e in it:
+                    if e.name in (ACTIONS_CSV, POSITIONS_CSV) or FRAME_RE.match(e.name):
+                        st = e.stat()
+                        max_ns, n_files, total = max(max_ns, st.st_mtime_ns), n_files + 1, total + st.st_size
+        except OSError as e:
+            raise DatasetError(f"{seq}: cannot list sequence folder ({e.strerror or e})") from e
+    return {"max_mtime_ns": max_ns, "n_files": n_files, "total_bytes": total}
+
+
+def open_cache(root: PathLike, split: str, sequences: list[Path],
+               cache_dir: PathLike | None = None) -> tuple[LoadedCache | None, str]:
+    """The cache of ``split`` if it is fresh for ``sequences``, and a status saying why not:
+    ``"used"``, ``"absent"`` or ``"stale: <path>: <reason>"``."""
+    frames_path, cond_path, index_path = _paths(cache_dir_for(root, cache_dir), split)
+    if not index_path.is_file():
+        return None, "absent"
+
+    def stale(reason: str) -> tuple[None, str]:
+        return None, f"stale: cache {index_path}: {reason}"
+
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError) as e:
+        return stale(f"unreadable index ({e})")
+    if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("version") != VERSION:
+        return stale(f"not a {FORMAT} version {VERSION} index")
+    if index.get("sequences") != _relative(sequences):
+        return stale("the set of sequences on disk changed")
+    if index.get("source") != source_fingerprint(sequences):
+        return stale("source files changed since the cache was built")
+    try:
+        frames, cond = np.load(frames_path, mmap_mode="r"), np.load(cond_path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        return stale(f"cannot open arrays ({e})")
+    shape = index["shape"]
+    n, t, s, c = len(sequences), shape["seq_len"], shape["image_size"], shape["cond_dim"]
+    if frames.dtype != np.uint8 or frames.shape != (n, t, 3, s, s):
+        return stale(f"{frames_path.name} is {frames.dtype} {frames.shape}, expected uint8 {(n, t, 3, s, s)}")
+    if cond.dtype != np.float32 or cond.shape != (n, t, c):
+        return stale(f"{cond_path.name} is {cond.dtype} {cond.shape}, expected float32 {(n, t, c)}")
+    return LoadedCache(frames, cond, index, frames_path, cond_path), "used"
+
+
+def load_cache(root: PathLike, split: str, cache_dir: PathLike | None = None) -> LoadedCache | None:
+    """Memmapped ``(frames, cond, index, …)`` of a fresh cache, or None if absent or stale.
+    Raises :class:`DatasetError` only for problems with the data root itself."""
+    return open_cache(root, split, find_sequences(root, split), cache_dir)[0]
+
+
+def build_cache(root: PathLike, splits: Iterable[str] | None = None, out: PathLike | None = None,
+                progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Decode every sequence of ``splits`` (default: all present) into the cache; return a summary
+    per split (sequences, shapes, bytes, seconds, paths). Every image and CSV is fully validated on
+    the way, so a cache only holds data that passed ``check``. A cache in ``out`` is found by passing
+    ``cache_dir=out`` to :class:`BairDataset` / :func:`load_cache`."""
+    root = root_dir(root)
+    if splits is None:
+        splits = present_splits(root, f"no split folder ({', '.join(SPLITS)}) under the data root")
+    cdir = cache_dir_for(root, out)
+    try:
+        check_writable(cdir)
+    except OSError as e:
+        raise DatasetError(f"{cdir}: cannot write the cache ({e.strerror or e}); is {root} writable? "
+                           f"Pass out= (CLI: --out) to put the cache elsewhere") from e
+    return {split: _build_split(root, split, cdir, progress) for split in splits}
+
+
+def _build_split(root: Path, split: str, cdir: Path, progress: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    sequences = find_sequences(root, split)
+    fingerprint = source_fingerprint(sequences)  # before reading: see module docstring
+    paths = _paths(cdir, split)
+    tmps = [p.with_name(p.name + f".tmp-{os.getpid()}") for p in paths[:2]]
+    agree = Agreement()
+    first = agree.read(sequences[0])
+    n, (t, s), c = len(sequences), first[0].shape[:2], first[1].shape[1]
+    try:
+        frames_mm = np.lib.format.open_memmap(tmps[0], mode="w+", dtype=np.uint8, shape=(n, t, 3, s, s))
+        cond_mm = np.lib.format.open_memmap(tmps[1], mode="w+", dtype=np.float32, shape=(n, t, c))
+        bar = progress_bar(sequences, desc=f"cache {split}", unit="seq", disable=not progress)
+        for i, seq in enumerate(bar):
+            frames, cond, _ = first if i == 0 else agree.read(seq)
+            frames_mm[i], cond_mm[i] = frames.transpose(0, 3, 1, 2), cond
+        for mm in (frames_mm, cond_mm):
+            mm.flush()
+        del frames_mm, cond_mm
+        _, a_dim, p_dim = agree.info
+        shape = {"n": n, "seq_len": t, "channels": 3, "image_size": int(s), "action_dim": a_dim,
+                 "position_dim": p_dim, "cond_dim": c}
+        index = {"format": FORMAT, "version": VERSION, "split": split, "sequences": _relative(sequences),
+                 "shape": shape, "source": fingerprint, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        paths[2].unlink(missing_ok=True)  # no index while the arrays are swapped
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
+        write_atomic(paths[2], json.dumps(index, indent=1))
+    finally:
+        for p in tmps:
+            p.unlink(missing_ok=True)
+    return {"sequences": n, "frames_shape": [n, t, 3, int(s), int(s)], "cond_shape": [n, t, c],
+            "bytes": paths[0].stat().st_size + paths[1].stat().st_size, "seconds": round(time.perf_counter() - t0, 3),
+            "frames_path": str(paths[0]), "cond_path": str(paths[1]), "index_path": str(paths[2])}
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -20,106 +172,64 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255.0)
 
 
-def validate_sequences(sequences: list[Path]) -> SequenceInfo:
-    """Cheap check of every sequence (frame files present, CSVs fully parsed); all must agree.
-
-    Images are decoded at access time (decoding them all here would cost as much as an epoch).
-    """
-    agree = Agreement()
-    for seq in sequences:
-        agree.check(seq, sequence_info(seq))
-    assert agree.info is not None
-    return agree.info
-
-
 class BairDataset(torch.utils.data.Dataset):
     """Sequences of one split as ``(frames float32 [T, 3, H, W] in [0, 1], cond float32 [T, C])``.
 
-    - ``n_frames``: window length T (``None``: the whole sequence). The first ``n_frames``
-      frames by default; with ``random_window=True`` the window start is drawn from
-      ``np.random.default_rng([seed, epoch, index])``, so it depends only on (seed, epoch,
-      index): a resumed run or any number of DataLoader workers see the same windows. Call
-      :meth:`set_epoch` every epoch (with non-persistent workers, which copy the dataset when
-      each epoch's iterator starts).
-    - ``use_cache``: read the uint8 memmap written by :func:`lab5.data.cache.build_cache` when
-      it exists and is fresh (same sequences, no source file changed since); otherwise decode
-      PNGs. ``using_cache`` tells which; ``cache_status`` says why.
+    - ``n_frames``: window length T (``None``: the whole sequence), the first frames unless
+      ``random_window``: then its start is drawn from ``np.random.default_rng([seed, epoch, index])``,
+      the same for a resumed run and any number of DataLoader workers. Call :meth:`set_epoch` every
+      epoch (with non-persistent workers, which copy the dataset when each epoch's iterator starts).
+    - ``use_cache``: read the uint8 memmap written by :func:`build_cache` when it exists and is
+      fresh (same sequences, no source file changed since); otherwise decode PNGs.
+      ``using_cache`` tells which; ``cache_status`` says why.
     - ``validate``: check every sequence's files and CSVs now, so errors surface at once
       (skipped when a fresh cache is used: it was built from fully checked files that have not
-      changed since). Image decoding errors surface at access time.
+      changed since). Images are decoded at access time (all of them now would cost an epoch).
     - ``cache_dir``: where the cache lives if not ``<root>/.lab5_cache`` (e.g. read-only data).
-    """
+
+    Attributes: ``sequences`` (folders), ``seq_len`` (frames per sequence on disk), ``image_size``,
+    ``action_dim``, ``position_dim`` and ``cond_dim`` (their sum, the condition's width)."""
 
     def __init__(self, root: PathLike, split: str, n_frames: int | None = 12, random_window: bool = False,
                  seed: int = 0, use_cache: bool = True, validate: bool = True,
                  cache_dir: PathLike | None = None) -> None:
-        self.root = Path(root)
-        self.split = split
-        self.random_window = bool(random_window)
-        self.seed = int(seed)
-        self.epoch = 0
-        self._sequences = find_sequences(self.root, split)
-        self._mm: tuple[np.ndarray, np.ndarray] | None = None
-        self._cache_paths: tuple[Path, Path] | None = None
+        self.root, self.split = Path(root), split
+        self.random_window, self.seed, self.epoch = bool(random_window), int(seed), 0
+        self.sequences = find_sequences(self.root, split)
+        self._mm: tuple[np.ndarray, ...] | None = None  # the cache, opened on first use in each process
         loaded, self.cache_status = (None, "disabled")
         if use_cache:
-            loaded, self.cache_status = open_cache(self.root, split, self._sequences, cache_dir)
+            loaded, self.cache_status = open_cache(self.root, split, self.sequences, cache_dir)
             if loaded is None and self.cache_status.startswith("stale"):
                 warnings.warn(f"{self.cache_status}; decoding PNGs instead (rebuild it with "
                               f"`python -m lab5 data cache {self.root}`)", stacklevel=2)
         self.using_cache = loaded is not None
+        self._cache_paths = None if loaded is None else (loaded.frames_path, loaded.cond_path)
         if loaded is not None:
             shape = loaded.index["shape"]
-            self._info = SequenceInfo(shape["seq_len"], shape["action_dim"], shape["position_dim"])
-            self._image_size = int(shape["image_size"])
-            self._mm = (loaded.frames, loaded.cond)
-            self._cache_paths = (loaded.frames_path, loaded.cond_path)
+            info = SequenceInfo(shape["seq_len"], shape["action_dim"], shape["position_dim"])
+            self.image_size = int(shape["image_size"])
         else:
-            # Without validate, trust the first sequence; the others are checked as they are read.
-            self._info = validate_sequences(self._sequences if validate else self._sequences[:1])
+            agree = Agreement()  # without validate, trust the first sequence; the others are checked on reading
+            for seq in self.sequences if validate else self.sequences[:1]:
+                info = agree.check(seq, sequence_info(seq))
             # One decoded frame fixes the size; every other frame is compared to it on access.
-            self._image_size = read_frame(self._sequences[0] / "0.png").shape[0]
-        self._agree = Agreement(self._sequences[0], self._info, self._image_size)
-        self.n_frames = self._info.n_frames if n_frames is None else int(n_frames)
-        if not 1 <= self.n_frames <= self._info.n_frames:
+            self.image_size = read_frame(self.sequences[0] / "0.png").shape[0]
+        self.seq_len, self.action_dim, self.position_dim = info
+        self.cond_dim = self.action_dim + self.position_dim
+        self._agree = Agreement(self.sequences[0], info, self.image_size)
+        self.n_frames = self.seq_len if n_frames is None else int(n_frames)
+        if not 1 <= self.n_frames <= self.seq_len:
             raise DatasetError(f"{self.root / split}: n_frames={self.n_frames} but sequences have "
-                               f"{self._info.n_frames} frames")
-
-    # ---- properties
-    @property
-    def sequences(self) -> list[Path]:
-        return list(self._sequences)
-
-    @property
-    def seq_len(self) -> int:
-        """Frames per sequence on disk (30 for BAIR)."""
-        return self._info.n_frames
-
-    @property
-    def image_size(self) -> int:
-        return self._image_size
-
-    @property
-    def action_dim(self) -> int:
-        return self._info.action_dim
-
-    @property
-    def position_dim(self) -> int:
-        return self._info.position_dim
-
-    @property
-    def cond_dim(self) -> int:
-        """Width of the condition vector: action columns + end-effector position columns."""
-        return self._info.action_dim + self._info.position_dim
+                               f"{self.seq_len} frames")
 
     def __len__(self) -> int:
-        return len(self._sequences)
+        return len(self.sequences)
 
     def __repr__(self) -> str:
         return (f"BairDataset({str(self.root)!r}, {self.split!r}, {len(self)} sequences, n_frames="
                 f"{self.n_frames}, random_window={self.random_window}, using_cache={self.using_cache})")
 
-    # ---- windows
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
@@ -130,34 +240,23 @@ class BairDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         return int(rng.integers(0, self.seq_len - self.n_frames + 1))
 
-    # ---- access
-    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._mm is None:  # reopened lazily in each worker process (see __getstate__)
-            assert self._cache_paths is not None
-            frames_path, cond_path = self._cache_paths
-            self._mm = (np.load(frames_path, mmap_mode="r"), np.load(cond_path, mmap_mode="r"))
-        return self._mm
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(self._sequences)
+        n = len(self.sequences)
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {n} sequences")
         index %= n
         start = self.window_start(index)
-        stop = start + self.n_frames
         if self.using_cache:
-            frames_all, cond_all = self._arrays()
+            if self._mm is None:
+                self._mm = tuple(np.load(path, mmap_mode="r") for path in self._cache_paths or ())
             # One contiguous slice of the memmap, copied once: this is the whole fast path.
-            frames = np.array(frames_all[index, start:stop])
-            cond = np.array(cond_all[index, start:stop])
+            frames, cond = (np.array(a[index, start:start + self.n_frames]) for a in self._mm)
         else:
-            hwc, cond, _ = self._agree.read(self._sequences[index], self.n_frames, start)
+            hwc, cond, _ = self._agree.read(self.sequences[index], self.n_frames, start)
             frames = hwc.transpose(0, 3, 1, 2)
         return frames_to_tensor(frames), torch.from_numpy(cond)
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickling a memmap copies its whole content; DataLoader workers started with "spawn"
         # (macOS, Windows) would each receive the full cache. Send the paths instead.
-        state = self.__dict__.copy()
-        state["_mm"] = None
-        return state
+        return {**self.__dict__, "_mm": None}

@@ -1,18 +1,15 @@
-"""The BAIR "lab layout" on disk: find, validate, read and write sequences.
-
-Layout (one folder per sequence)::
+"""The BAIR "lab layout" on disk: find, validate, read and write sequences::
 
     <root>/<split>/<traj folder>/<k>/0.png … {T-1}.png    T frames, square RGB (64x64 for BAIR)
                                    actions.csv               T rows x A columns (BAIR: A = 4)
                                    endeffector_positions.csv T rows x P columns (BAIR: P = 3)
 
 ``split`` is ``train``, ``validate`` or ``test``; traj folder names may keep a ``.tfrecords``
-suffix; CSVs are comma-separated without a header (numpy ``savetxt`` default ``%.18e``).
-
-Every problem raises :class:`DatasetError` whose message starts with the offending path and says
-what is wrong, so a student can fix the file rather than read a traceback. Hidden entries
-(``.ipynb_checkpoints``, the cache, temporary folders) are ignored everywhere.
-"""
+suffix; CSVs are comma-separated without a header (numpy ``savetxt`` default ``%.18e``). Every
+problem raises :class:`DatasetError` whose message starts with the offending path and says what is
+wrong, so a student can fix the file rather than read a traceback. Hidden entries are ignored.
+:func:`check_root` (``python -m lab5 data check ROOT``) validates a whole root once, decoding every
+image; training then only needs the cheap checks ``BairDataset`` does."""
 
 from __future__ import annotations
 
@@ -26,11 +23,12 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+from lab5.files import progress_bar
+
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 ACTIONS_CSV = "actions.csv"
 POSITIONS_CSV = "endeffector_positions.csv"
-# Only canonical names count as frames ("7.png", not "07.png"), so a frame index maps to
-# exactly one file name and "missing 7.png" is an unambiguous message.
+# Only canonical names count as frames ("7.png", not "07.png"): "missing 7.png" is unambiguous.
 FRAME_RE = re.compile(r"^(0|[1-9][0-9]*)\.png$")
 _INT_RE = re.compile(r"^[0-9]+$")
 
@@ -56,6 +54,16 @@ def visible_dirs(folder: Path) -> list[Path]:
         raise DatasetError(f"{folder}: cannot list folder ({e.strerror or e})") from e
 
 
+def root_dir(root: PathLike) -> Path:
+    """``root`` as a Path, if it is an existing folder; else DatasetError."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"data root {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: data root is not a folder")
+    return root
+
+
 def present_splits(root: Path, missing: str) -> list[str]:
     """The splits that exist under ``root``; none raises DatasetError(f"{root}: {missing}")."""
     splits = [s for s in SPLITS if (root / s).is_dir()]
@@ -67,16 +75,11 @@ def present_splits(root: Path, missing: str) -> list[str]:
 def find_sequences(root: PathLike, split: str) -> list[Path]:
     """Sequence folders of ``root/split``: traj folders in natural order, then ``int(k)``. The order
     never depends on the file system, so indices, caches and random windows agree across machines."""
-    root = Path(root)
-    if not root.exists():
-        raise DatasetError(f"data root {root} does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: data root is not a folder")
+    root = root_dir(root)
     split_dir = root / split
     if not split_dir.is_dir():
-        present = [s for s in SPLITS if (root / s).is_dir()]
-        raise DatasetError(f"{split_dir}: split folder does not exist (splits present under {root}: "
-                           f"{', '.join(present) or 'none'})")
+        present = ", ".join(s for s in SPLITS if (root / s).is_dir()) or "none"
+        raise DatasetError(f"{split_dir}: split folder does not exist (splits present under {root}: {present})")
     sequences: list[Path] = []
     for traj in sorted(visible_dirs(split_dir), key=lambda p: natural_key(p.name)):
         # A frequent mistake is one folder level too few (<split>/<k>/0.png); say so plainly.
@@ -84,9 +87,8 @@ def find_sequences(root: PathLike, split: str) -> list[Path]:
             raise DatasetError(f"{traj}: holds frames directly, but the layout is "
                                f"<split>/<traj folder>/<k>/0.png (one folder level is missing)")
         seqs = visible_dirs(traj)
-        for s in seqs:
-            if not _INT_RE.match(s.name):
-                raise DatasetError(f"{s}: sequence folder name is not an integer")
+        if bad := next((s for s in seqs if not _INT_RE.match(s.name)), None):
+            raise DatasetError(f"{bad}: sequence folder name is not an integer")
         sequences.extend(sorted(seqs, key=lambda p: (int(p.name), p.name)))
     if not sequences:
         raise DatasetError(f"{split_dir}: empty split (no sequence folders <traj folder>/<k>/ inside)")
@@ -113,19 +115,6 @@ def count_frames(seq_dir: PathLike) -> int:
     return n
 
 
-def _read_text(path: Path) -> str:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as e:
-        raise DatasetError(f"{path}: missing file") from e
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read file ({e.strerror or e})") from e
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not a text CSV file (byte {e.start} is not UTF-8)") from e
-
-
 def _parse_field(path: Path, lineno: int, col: int, field: str) -> float:
     s = field.strip()
     try:
@@ -143,28 +132,31 @@ def read_csv_matrix(path: PathLike, expected_rows: int | None = None) -> np.ndar
     """Parse a header-less comma-separated matrix of finite numbers (float64 [rows, cols]).
     Hand-written rather than ``np.loadtxt`` so every error can name the line and column."""
     path = Path(path)
-    lines = _read_text(path).splitlines()
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: missing file") from e
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot read file ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not a text CSV file (byte {e.start} is not UTF-8)") from e
     while lines and not lines[-1].strip():  # tolerate blank lines at the very end only
         lines.pop()
     if not lines:
         raise DatasetError(f"{path}: empty file (expected {expected_rows or 'one or more'} rows)")
     rows: list[list[float]] = []
-    n_cols = 0
+    n_cols = len(lines[0].split(","))
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             raise DatasetError(f"{path}: line {lineno}: empty line")
-        fields = line.split(",")
-        if lineno == 1:
-            n_cols = len(fields)
-        elif len(fields) != n_cols:
+        if len(fields := line.split(",")) != n_cols:
             raise DatasetError(f"{path}: line {lineno}: {len(fields)} columns, but line 1 has {n_cols}")
         rows.append([_parse_field(path, lineno, col, f) for col, f in enumerate(fields, 1)])
-    if expected_rows is not None and len(rows) > expected_rows:
-        raise DatasetError(f"{path}: line {expected_rows + 1}: extra row; the file has {len(rows)} rows, "
-                           f"expected {expected_rows} (one per frame)")
-    if expected_rows is not None and len(rows) < expected_rows:
-        raise DatasetError(f"{path}: line {len(rows)}: file ends after {len(rows)} rows, expected "
-                           f"{expected_rows} (one per frame)")
+    if expected_rows is not None and len(rows) != expected_rows:
+        n = len(rows)
+        where = (f"line {expected_rows + 1}: extra row; the file has {n} rows," if n > expected_rows
+                 else f"line {n}: file ends after {n} rows,")
+        raise DatasetError(f"{path}: {where} expected {expected_rows} (one per frame)")
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -208,38 +200,13 @@ class SequenceInfo(NamedTuple):
 
 def read_csvs(seq_dir: Path, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """actions [T, A] and positions [T, P] (float64) of a sequence with ``n_frames`` frames."""
-    actions = read_csv_matrix(seq_dir / ACTIONS_CSV, n_frames)
-    return actions, read_csv_matrix(seq_dir / POSITIONS_CSV, n_frames)
+    return read_csv_matrix(seq_dir / ACTIONS_CSV, n_frames), read_csv_matrix(seq_dir / POSITIONS_CSV, n_frames)
 
 
 def sequence_info(seq_dir: Path) -> SequenceInfo:
     """The cheap check of one sequence: frame files present, both CSVs fully parsed."""
-    n = count_frames(seq_dir)
-    actions, positions = read_csvs(seq_dir, n)
+    actions, positions = read_csvs(seq_dir, n := count_frames(seq_dir))
     return SequenceInfo(n, actions.shape[1], positions.shape[1])
-
-
-def read_sequence_info(seq_dir: PathLike, n_frames: int | None = None, start: int = 0,
-                       image_size: int | None = None) -> tuple[np.ndarray, np.ndarray, SequenceInfo]:
-    """:func:`read_sequence` plus the sequence's :class:`SequenceInfo`. ``image_size``: side length
-    every frame must have (default: that of the first frame read)."""
-    seq_dir = Path(seq_dir)
-    total = count_frames(seq_dir)
-    if n_frames is None:
-        n_frames = total - start
-    if start < 0 or n_frames < 1 or start + n_frames > total:
-        raise DatasetError(f"{seq_dir}: cannot read frames {start} … {start + n_frames - 1}, "
-                           f"the sequence has {total} frames")
-    actions, positions = read_csvs(seq_dir, total)
-    cond = np.concatenate([actions, positions], axis=1)[start : start + n_frames]
-    first = read_frame(seq_dir / f"{start}.png", image_size)
-    frames = np.empty((n_frames, *first.shape), dtype=np.uint8)
-    frames[0] = first
-    # Later frames must match the first one read (or image_size, whose ref is the whole dataset).
-    ref = "the rest of the dataset" if image_size is not None else f"{start}.png"
-    for j in range(1, n_frames):
-        frames[j] = read_frame(seq_dir / f"{start + j}.png", first.shape[0], ref)
-    return frames, cond.astype(np.float32), SequenceInfo(total, actions.shape[1], positions.shape[1])
 
 
 def read_sequence(seq_dir: PathLike, n_frames: int | None = None,
@@ -247,14 +214,13 @@ def read_sequence(seq_dir: PathLike, n_frames: int | None = None,
     """Frames uint8 [T, H, W, 3] and condition float32 [T, A + P] (actions, then end-effector
     positions) of frames ``start … start + n_frames - 1`` (default: all from ``start``). Both CSVs
     are validated whole whatever the window, so a broken row never hides behind a window."""
-    frames, cond, _ = read_sequence_info(seq_dir, n_frames, start)
+    frames, cond, _ = Agreement().read(Path(seq_dir), n_frames, start)
     return frames, cond
 
 
 class Agreement:
-    """The rule every reader enforces: all sequences of a dataset (all splits together, for
-    ``check``) agree on frame count, CSV widths and image size. The first sequence seen is the
-    reference; each later one is compared to it."""
+    """The rule every reader enforces: all sequences of a dataset (all splits together, for ``check``)
+    agree on frame count, CSV widths and image size with the first one seen, the reference."""
 
     def __init__(self, seq: Path | None = None, info: SequenceInfo | None = None,
                  image_size: int | None = None) -> None:
@@ -272,10 +238,23 @@ class Agreement:
 
     def read(self, seq: Path, n_frames: int | None = None,
              start: int = 0) -> tuple[np.ndarray, np.ndarray, SequenceInfo]:
-        """:func:`read_sequence_info` of ``seq`` with its size and shape checked against the reference."""
-        frames, cond, info = read_sequence_info(seq, n_frames, start, self.image_size)
-        self.check(seq, info, frames.shape[1])
-        return frames, cond, info
+        """:func:`read_sequence` of ``seq`` and its :class:`SequenceInfo`, checked against the reference."""
+        total = count_frames(seq)
+        n_frames = total - start if n_frames is None else n_frames
+        if start < 0 or n_frames < 1 or start + n_frames > total:
+            raise DatasetError(f"{seq}: cannot read frames {start} … {start + n_frames - 1}, "
+                               f"the sequence has {total} frames")
+        actions, positions = read_csvs(seq, total)
+        cond = np.concatenate([actions, positions], axis=1)[start : start + n_frames]
+        first = read_frame(seq / f"{start}.png", self.image_size)
+        frames = np.empty((n_frames, *first.shape), dtype=np.uint8)
+        frames[0] = first
+        # Later frames must match the first one read (or image_size, whose ref is the whole dataset).
+        ref = "the rest of the dataset" if self.image_size is not None else f"{start}.png"
+        for j in range(1, n_frames):
+            frames[j] = read_frame(seq / f"{start + j}.png", first.shape[0], ref)
+        info = self.check(seq, SequenceInfo(total, actions.shape[1], positions.shape[1]), first.shape[0])
+        return frames, cond.astype(np.float32), info
 
 
 def write_sequence(seq_dir: PathLike, frames: np.ndarray, actions: np.ndarray, positions: np.ndarray,
@@ -306,3 +285,49 @@ def write_sequence(seq_dir: PathLike, frames: np.ndarray, actions: np.ndarray, p
     os.rename(tmp, seq_dir)
     if replacing:
         shutil.rmtree(old)
+
+
+class SplitReport(NamedTuple):
+    """One split as :func:`check_root` found it."""
+    split: str
+    sequences: int
+    frames: int  # frames on disk, all sequences together
+    seq_len: int
+    image_size: int
+    action_dim: int
+    position_dim: int
+
+    def line(self) -> str:
+        n, a, p = self.sequences, self.action_dim, self.position_dim
+        return (f"{self.split}: {n} sequence{'s' if n != 1 else ''}, {self.frames} frames ({self.seq_len} "
+                f"per sequence, {self.image_size}x{self.image_size} RGB, cond {a}+{p}={a + p})")
+
+
+class CheckReport(NamedTuple):
+    root: Path
+    splits: dict[str, SplitReport]
+
+    def __str__(self) -> str:
+        return "\n".join([r.line() for r in self.splits.values()] + [f"OK: {self.root}"])
+
+
+def check_root(root: PathLike, splits: list[str] | None = None, echo: bool = False,
+               progress: bool = False) -> CheckReport:
+    """Validate every split present (at least one must exist), decoding every image; all sequences of
+    all splits must agree (a model trained on one split is evaluated on another). Raises
+    :class:`DatasetError` at the first problem. ``echo`` prints each split's line once it is checked."""
+    root = root_dir(root)
+    if splits is None:
+        splits = present_splits(root, f"no split folder under the data root (expected at least one of "
+                                      f"{', '.join(SPLITS)})")
+    report, agree = CheckReport(root, {}), Agreement()
+    for split in splits:
+        sequences = find_sequences(root, split)
+        bar = progress_bar(sequences, desc=f"check {split}", unit="seq", disable=not progress)
+        frames = sum(agree.read(seq)[2].n_frames for seq in bar)
+        info = agree.info
+        report.splits[split] = SplitReport(split, len(sequences), frames, info.n_frames, agree.image_size,
+                                           info.action_dim, info.position_dim)
+        if echo:
+            print(report.splits[split].line(), flush=True)
+    return report

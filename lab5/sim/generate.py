@@ -10,22 +10,23 @@ whatever the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
-import multiprocessing.pool
 import os
 import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from lab5.data.dataset import frames_to_tensor
 from lab5.data.layout import SPLITS, write_sequence
-from lab5.metrics import psnr_per_frame
+from lab5.metrics import copy_last_psnr
 from lab5.files import home, progress_bar, write_atomic
 from lab5.sim.render import render_states
 from lab5.sim.world import IMG, N_FRAMES, simulate_states
@@ -37,11 +38,8 @@ FORMAT_VERSION = 3  # bump when the generator changes what it writes (2: hidden 
 # "same set?" comparison, so it stays as written when the module moved.
 GENERATOR = "lab5.data.synthetic"
 MANIFEST = "SYNTHETIC.json"
-
-#: Default sizes of ``make_synthetic`` (sequences per split) and seed.
-DEFAULTS: dict[str, int] = {"train": 1024, "validate": 128, "test": 256, "seed": 0}
-# The embedded sets: training data (seed 0) and a held-out evaluation set (another seed).
-TRAIN_SEED, EVAL_SEED = 0, 1
+DEFAULTS: dict[str, int] = {"train": 1024, "validate": 128, "test": 256, "seed": 0}  # make_synthetic's
+TRAIN_SEED, EVAL_SEED = 0, 1  # the embedded sets: training data and a held-out evaluation set
 
 
 def simulate_sequence(seed: int, n_frames: int = N_FRAMES,
@@ -50,19 +48,6 @@ def simulate_sequence(seed: int, n_frames: int = N_FRAMES,
     [T, 3] of one sequence (``actions``: replay the seed's scene with these instead of the policy)."""
     st = simulate_states(seed, n_frames, actions)
     return render_states(st), st["actions"], st["endeffector"]
-
-
-def copy_last_psnr(frames_uint8: np.ndarray | Sequence[np.ndarray], ref_frame: int = 1,
-                   frames: Iterable[int] = range(2, 12)) -> float:
-    """Mean PSNR (dB) of predicting ``frames`` by copying frame ``ref_frame``, over frames and
-    sequences (the lab's protocol). Accepts ``[N, T, H, W, 3]`` uint8 or a list of ``[T, H, W, 3]``."""
-    idx = list(frames)
-    vals = []
-    for seq in frames_uint8:
-        x = torch.from_numpy(np.asarray(seq)).permute(0, 3, 1, 2)[None].float() / 255.0  # [1, T, 3, H, W]
-        later = x[:, idx]
-        vals.append(psnr_per_frame(x[:, ref_frame:ref_frame + 1].expand_as(later), later))
-    return float(torch.cat(vals, 1).double().mean())
 
 
 def sequence_seed(seed: int, split: str, index: int) -> int:
@@ -84,23 +69,22 @@ def _write_one(job: tuple[str, str, int, int]) -> tuple[str, float]:
     # Fixed encoder settings and no metadata: byte-identical files.
     write_sequence(Path(out) / split / traj_dir(index) / str(index % SHARD), frames, actions, ee,
                    compress_level=1)
-    return split, copy_last_psnr(frames[None])
-
-
-def _worker_init() -> None:
-    # A forked child must not use the parent's OpenMP pool; the PSNR needs no threads anyway.
-    torch.set_num_threads(1)
+    return split, float(copy_last_psnr(frames_to_tensor(frames.transpose(0, 3, 1, 2))[None], 2, 10).double().mean())
 
 
 def _pool(n: int) -> "multiprocessing.pool.Pool":
-    """A process pool for the writers. On Linux fork: unlike spawn it never re-imports the caller's
-    ``__main__`` (which breaks for ``python - <<EOF`` and unguarded scripts); Python >= 3.12's warning
-    about forking a parent with threads is silenced, the workers run single-threaded. Elsewhere
-    (macOS, Windows) fork is unsafe or missing: spawn."""
+    """A process pool for the writers. Fork on Linux: unlike spawn it never re-imports the caller's
+    ``__main__`` (breaks ``python - <<EOF`` and unguarded scripts); its Python >= 3.12 warning about
+    threads is silenced, the workers run single-threaded. Spawn elsewhere (fork unsafe or missing)."""
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-        return multiprocessing.get_context(method).Pool(n, initializer=_worker_init)
+        # A forked child must not use the parent's OpenMP pool; the PSNR needs no threads anyway.
+        return multiprocessing.get_context(method).Pool(n, initializer=torch.set_num_threads, initargs=(1,))
+
+
+def _manifest(root: Path) -> dict[str, Any] | None:
+    return json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).is_file() else None
 
 
 def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
@@ -108,10 +92,9 @@ def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
     FileExistsError for anything else."""
     if not out.exists() or not any(out.iterdir()):
         return None
-    if not (out / MANIFEST).is_file():
+    if (old := _manifest(out)) is None:
         raise FileExistsError(f"{out} is not empty and is not a complete synthetic set "
                               "(no SYNTHETIC.json); choose an empty or new --out")
-    old = json.loads((out / MANIFEST).read_text())
     if {k: old.get(k) for k in params} != params:
         raise FileExistsError(f"{out} already holds a synthetic set with other parameters "
                               f"({ {k: old.get(k) for k in ('seed', 'train', 'validate', 'test')} }); "
@@ -119,21 +102,21 @@ def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
     return old
 
 
-def _run(jobs: list[tuple[str, str, int, int]], n_workers: int, progress: bool) -> dict[str, list[float]]:
-    """Write every job's sequence; copy-last PSNR per split."""
+def _generate(out: Path, params: dict[str, Any], workers: int | None, progress: bool) -> dict[str, Any]:
+    """Write every sequence, then the manifest (last: it marks the set complete); return the manifest."""
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(str(out), split, i, params["seed"]) for split in SPLITS for i in range(params[split])]
+    n = min(min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers)), max(1, len(jobs)))
     psnr: dict[str, list[float]] = {s: [] for s in SPLITS}
-    with progress_bar(total=len(jobs), desc="make-synthetic", unit="seq", disable=not progress) as bar:
-        if n_workers == 1:
-            results: Iterable[tuple[str, float]] = map(_write_one, jobs)
-            for split, p in results:
-                psnr[split].append(p)
-                bar.update()
-        else:
-            with _pool(n_workers) as pool:
-                for split, p in pool.imap_unordered(_write_one, jobs, chunksize=8):
-                    psnr[split].append(p)
-                    bar.update()
-    return psnr
+    with (progress_bar(total=len(jobs), desc="make-synthetic", unit="seq", disable=not progress) as bar,
+          _pool(n) if n > 1 else contextlib.nullcontext() as pool):
+        for split, p in pool.imap_unordered(_write_one, jobs, chunksize=8) if pool else map(_write_one, jobs):
+            psnr[split].append(p)
+            bar.update()
+    means = {s: round(float(np.mean(sorted(v))), 3) for s, v in psnr.items() if v}
+    manifest = {**params, "copy_last_psnr_db": means}
+    write_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
 
 
 def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: int | None = None,
@@ -147,19 +130,11 @@ def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: i
     sizes = {k: DEFAULTS[k] if v is None else int(v) for k, v in given.items()}
     params = {"generator": GENERATOR, "format_version": FORMAT_VERSION, **sizes, "n_frames": N_FRAMES,
               "image_size": IMG, "shard": SHARD}
-    out = Path(out)
-    t0 = time.perf_counter()
-    old = _existing(out, params)
-    if old is not None:
-        return {**old, "path": str(out), "reused": True, "seconds": time.perf_counter() - t0}
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(out), split, i, params["seed"]) for split in SPLITS for i in range(params[split])]
-    n_workers = min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers))
-    psnr = _run(jobs, min(n_workers, max(1, len(jobs))), progress)
-    means = {s: round(float(np.mean(sorted(v))), 3) for s, v in psnr.items() if v}
-    manifest = {**params, "copy_last_psnr_db": means}
-    write_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")  # last: set complete
-    return {**manifest, "path": str(out), "reused": False, "seconds": time.perf_counter() - t0}
+    out, t0 = Path(out), time.perf_counter()
+    manifest = _existing(out, params)
+    reused = manifest is not None
+    manifest = manifest if reused else _generate(out, params, workers, progress)
+    return {**manifest, "path": str(out), "reused": reused, "seconds": time.perf_counter() - t0}
 
 
 def embedded_root(evaluation: bool = False) -> Path:
@@ -174,11 +149,8 @@ def embedded_root(evaluation: bool = False) -> Path:
 def drop_outdated(root: Path) -> bool:
     """Delete ``root`` if it holds a synthetic set of an older ``FORMAT_VERSION`` (an embedded set is
     lab5's own cache, not the user's data, so it is generated again); True if it did."""
-    manifest = root / MANIFEST
-    if not manifest.is_file():
-        return False
-    old = json.loads(manifest.read_text())
-    if old.get("generator") != GENERATOR or old.get("format_version", 0) >= FORMAT_VERSION:
+    old = _manifest(root)
+    if old is None or old.get("generator") != GENERATOR or old.get("format_version", 0) >= FORMAT_VERSION:
         return False
     print(f"{root}: embedded set of format {old.get('format_version')} is outdated "
           f"(now {FORMAT_VERSION}); generating it again")
