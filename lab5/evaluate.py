@@ -310,7 +310,7 @@ def counterfactual(model: CVAE, dataset: Dataset, root: str | Path, split: str =
 def replayable(model: CVAE, root: str | Path) -> bool:
     """Whether the counterfactual can be measured: the model reads actions and ``root`` is embedded data
     the simulator can replay (it has a ``SYNTHETIC.json``)."""
-    return model.cfg.condition != "none" and (Path(root) / MANIFEST).is_file()
+    return CONDITIONS[model.cfg.condition][0] and (Path(root) / MANIFEST).is_file()
 
 
 def compare_protocols(model: CVAE, dataset: Dataset, seed: int = 0, device: str | torch.device = "cpu",
