@@ -41,10 +41,7 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"written {s['written']}, skipped (already done) {s['skipped']}, {s['seconds']:.1f} s → {s['dst']}")
     else:  # make-synthetic, given only what the user gave, so that its own defaults apply otherwise
         given = {k: getattr(args, k) for k in (*SPLITS, "seed", "workers") if getattr(args, k) is not None}
-        try:
-            r = make_synthetic(args.out, **given)
-        except FileExistsError as e:  # its "destination not empty" refusal, already a clear message
-            raise DatasetError(str(e)) from e
+        r = make_synthetic(args.out, **given)
         how = "reused, already complete" if r["reused"] else f"{r['seconds']:.1f} s"
         print(f"{r['path']}: {', '.join(f'{s} {r[s]}' for s in SPLITS if s in r)} sequences ({how})")
     return 0
@@ -244,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {message(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:   # Ctrl-C: what was written stays valid (atomic writes; resume, embedded sets)
+        print(f"interrupted: python -m lab5 {args.command} stopped", file=sys.stderr)
+        return 130
 
 
 def message(exc: BaseException) -> str:

@@ -230,12 +230,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Figs. 3.2/3.3), validation every 5 epochs.
     "lab": {},
     # 04_training learns visibly within the workbook's 10 minutes on a 2-core CPU without native
-    # bf16; the shipped checkpoint is this preset trained longer (see README). Skips of the last
+    # bf16; the shipped checkpoint is this preset trained longer (see docs/results.md). Skips of the last
     # conditioning frame: 0.3 dB better here than SVG's choice (benchmarks/deviations.py).
     "demo": _DEMO,
     # The demo's model with SVG-LP's learned prior and a constant beta = 1e-5: an assumed pixel noise sigma =
     # sqrt(beta * 64*64*3 / 2) of 0.25 instead of beta = 1's 78, so the KL stays alive and z carries what the
-    # first frames and conditions leave open (at SVG's 1e-4 it still collapsed on the embedded data: README).
+    # first frames and conditions leave open (at SVG's 1e-4 it still collapsed on the embedded data: docs/results.md).
     # nf 20 keeps the three shipped latent-* checkpoints and the demo's within 30 MB; the epochs are theirs.
     "latent": {**_DEMO, "nf": 20, "prior": "learned", "kl_mode": "off", "kl_beta_max": 1e-5,
                "epochs": 16, "iters_per_epoch": 250, "checkpoint_every": 50},

@@ -342,6 +342,7 @@ def compare_models(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
         n = r["protocol"]["samples"]
         best = r.get("best_of_n", {})
         put("condition", name, r["protocol"]["condition"])
+        put("sequences", name, r["protocol"]["sequences"])
         put(f"PSNR mean of {n}", name, r["psnr"]["mean"])
         put(f"PSNR best of {n}", name, best.get("psnr", r["psnr"])["best" if best else "mean"])
         put(f"SSIM mean of {n}", name, r["ssim"]["mean"])

@@ -60,7 +60,7 @@ def summary_table(table):
 
 
 def real_bair_root() -> Path | None:
-    """The real BAIR sample beside the repository (``../shared/data/bair_real``), if present."""
+    """The real BAIR sample beside the repository (``shared/data/bair_real`` next to the lab5 home), if present."""
     root = Path(home()).resolve().parent / "shared" / "data" / "bair_real"
     return root if root.is_dir() else None
 

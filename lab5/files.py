@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tqdm.std import tqdm
 
@@ -29,20 +29,33 @@ def home() -> Path:
     return Path.home() / ".cache" / "lab5"
 
 
-Content = str | bytes | Callable[[Path], None]
+def show_path(path: str | Path) -> str:
+    """``path`` relative to the lab5 home when inside it (stable across machines, no user's directory in a stored
+    output), else absolute."""
+    path = Path(path)
+    for a, b in ((path.absolute(), home().absolute()), (path.resolve(), home().resolve())):
+        if a.is_relative_to(b):
+            return str(a.relative_to(b)) or "."
+    return str(path)
+
+
+Content = str | bytes | Callable[[BinaryIO], None]
 
 
 def write_atomic(path: str | os.PathLike, content: Content) -> None:
-    """Write ``content`` (text, bytes, or a function that writes the file at the path it is
-    given) to a temporary sibling, flush it to disk, then rename it over ``path``."""
+    """Write ``content`` (text, bytes, or a function that writes to the binary file it is given) to
+    a temporary sibling, flush it to disk, then rename it over ``path``. Every write goes through a
+    Python file, so a full disk raises OSError (ENOSPC), also inside torch.save: given a path, torch
+    writes itself and says only ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        if callable(content):
-            content(tmp)
-        else:
-            tmp.write_bytes(content.encode() if isinstance(content, str) else content)
-        with open(tmp, "rb") as fh:
+        with open(tmp, "wb") as fh:
+            if callable(content):
+                content(fh)
+            else:
+                fh.write(content.encode() if isinstance(content, str) else content)
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:

@@ -100,7 +100,7 @@ class Precision:
 def resolve_precision(bf16: Any, channels_last: Any, device: torch.device | str) -> Precision:
     """The Config's ``bf16`` and ``channels_last`` (each True, False or ``"auto"``) for ``device``.
     ``bf16`` auto: on where the device computes bfloat16 natively. ``channels_last`` auto: on
-    with bf16 only (in float32 oneDNN's NCHW kernels are the faster ones: see the README)."""
+    with bf16 only (in float32 oneDNN's NCHW kernels are the faster ones: see docs/performance.md)."""
     check_choice("bf16", bf16, SWITCH)
     check_choice("channels_last", channels_last, SWITCH)
     device_type = torch.device(device).type

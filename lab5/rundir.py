@@ -17,7 +17,7 @@ from lab5.models.cvae import CVAE
 CONFIG, DATA_ROOT, LAST, BEST, HISTORY = "config.json", "data_root.txt", "last.pt", "best.pt", "history.jsonl"
 RUN_FILES = (CONFIG, LAST, BEST, HISTORY)
 FORMAT = 1  # of a checkpoint dict
-#: The latent preset's shipped checkpoints (README: their betas), by what they show: the learned prior given the
+#: The latent preset's shipped checkpoints (docs/results.md: their betas), by what they show: the learned prior given the
 #: actions and the start position only (the arm's future must come from the actions), the learned prior without
 #: any condition (action-free), and its deterministic baseline.
 SHIPPED_LATENT = {"LP, actions+start": "latent-start", "LP, action-free": "latent-free",
@@ -42,7 +42,7 @@ def shipped_latent() -> dict[str, Path]:
     runs = {label: home() / "checkpoints" / name for label, name in SHIPPED_LATENT.items()}
     for path in runs.values():
         if not has_checkpoint(path):
-            raise RunDirError(f"{path}: the shipped {path.name} checkpoint is missing (README: "
+            raise RunDirError(f"{path}: the shipped {path.name} checkpoint is missing (docs/results.md: "
                               "'The shipped latent checkpoints' trains it)")
     return runs
 
@@ -59,8 +59,9 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """A checkpoint dict (``{format, model, optimizer, config, cond_dim, image_size, schedules, epoch,
-    iteration, history, best, accumulators, rng}``), written atomically."""
-    write_atomic(path, lambda tmp: torch.save(state, tmp))
+    iteration, history, best, accumulators, rng}``), written atomically; a failed write (a full disk) raises
+    OSError and leaves the previous file whole."""
+    write_atomic(path, lambda fh: torch.save(state, fh))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

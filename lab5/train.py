@@ -14,6 +14,7 @@ takes its share of every global batch and only rank 0 writes files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import random
@@ -36,7 +37,7 @@ from lab5.data.dataset import BairDataset
 from lab5.metrics import psnr_per_frame
 from lab5.hardware import resolve_device, resolve_precision, trim_cpu_memory, tune_cpu_allocator
 from lab5.models.cvae import CVAE
-from lab5.files import progress_bar, write
+from lab5.files import progress_bar, show_path, write
 
 
 # --- schedules over epochs: pure functions of the epoch, so a resumed run gets the same values again ---
@@ -243,7 +244,7 @@ class Solver:
     def summary(self) -> str:
         """One line: the run, the step, the device and what bf16/channels_last resolved to."""
         threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
-        return (f"training {self.cfg.preset} preset into {self.run_dir}: step {self.cfg.step}, "
+        return (f"training {self.cfg.preset} preset into {show_path(self.run_dir)}: step {self.cfg.step}, "
                 f"{self.precision.describe()}, device {self.device}{threads}")
 
     # --- training -----------------------------------------------------------------------
@@ -343,24 +344,34 @@ class Solver:
                             "iteration": self.iteration + 1, "last_checkpoint": self.saved_at})
         if self.dist.main:
             rundir.write_history(self.run_dir, self.history + self.events)
-        where = f"non-finite {what} at epoch {self.epoch + 1}, iteration {self.iteration + 1}; training stopped"
+        raise self.stopped(f"non-finite {what} at epoch {self.epoch + 1}, iteration {self.iteration + 1}; training "
+                           "stopped", "lower lr or set grad_clip", " --set lr=... grad_clip=...")
+
+    def stopped(self, where: str, fix: str, resume_args: str = "") -> TrainingError:
+        """The error that stops training at ``where``: the last good checkpoint and how to go on after ``fix``."""
         if self.saved_at is None:
-            raise TrainingError(f"{where} before any checkpoint was written; lower lr or set grad_clip "
-                                "and start again with --force")
-        raise TrainingError(f"{where}, the last good checkpoint is {self.run_dir / rundir.LAST} (saved after "
-                            f"{self.saved_at['epoch']} epoch(s) + {self.saved_at['iteration']} iteration(s)); "
-                            f"lower lr or set grad_clip, then `python -m lab5 train --resume {self.run_dir} "
-                            "--set lr=... grad_clip=...` (or start again)")
+            return TrainingError(f"{where} before any checkpoint was written; {fix} and start again with --force")
+        return TrainingError(f"{where}, the last good checkpoint is {self.run_dir / rundir.LAST} (saved after "
+                             f"{self.saved_at['epoch']} epoch(s) + {self.saved_at['iteration']} iteration(s)); "
+                             f"{fix}, then `python -m lab5 train --resume {show_path(self.run_dir)}{resume_args}` "
+                             "(or start again)")
 
     # --- checkpoints ----------------------------------------------------------------------
     def save(self, name: str = rundir.LAST) -> None:
-        """Write a checkpoint (rank 0 only); history.jsonl follows last.pt."""
+        """Write a checkpoint (rank 0 only); history.jsonl follows last.pt. A write that fails (a full disk)
+        stops training with a TrainingError naming the file, which keeps its previous content."""
         if not self.dist.main:
             return
-        rundir.save_checkpoint(self.state_dict(), self.run_dir / name)
-        if name == rundir.LAST:
-            self.saved_at = {"epoch": self.epoch, "iteration": self.iteration}
-            rundir.write_history(self.run_dir, self.history + self.events)
+        path = self.run_dir / name
+        try:
+            rundir.save_checkpoint(self.state_dict(), path)
+            if name == rundir.LAST:
+                self.saved_at = {"epoch": self.epoch, "iteration": self.iteration}
+                path = self.run_dir / rundir.HISTORY
+                rundir.write_history(self.run_dir, self.history + self.events)
+        except OSError as exc:
+            fix = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else f"make {path.parent} writable"
+            raise self.stopped(f"cannot write {path}: {exc.strerror or exc}; training stopped", fix) from exc
 
     def state_dict(self) -> dict[str, Any]:
         cuda = {"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}
@@ -422,7 +433,7 @@ class TrainedRun:
         how = {"loaded": "loaded the finished run", "resumed": "resumed and finished the run",
                "trained": "trained"}[self.status]
         took = f" in {self.seconds:.0f} s" if self.status != "loaded" else ""
-        return f"{how} {self.run_dir} ({len(self.history)} epochs){took}{best_txt}"
+        return f"{how} {show_path(self.run_dir)} ({len(self.history)} epochs){took}{best_txt}"
 
 
 def load_or_train(cfg: Config, data_root: str | Path, run_dir: str | Path, progress: bool = True,
@@ -439,7 +450,7 @@ def load_or_train(cfg: Config, data_root: str | Path, run_dir: str | Path, progr
     status = "trained" if epochs is None else "loaded" if epochs == cfg.epochs else "resumed"
     stored_root = rundir.read_data_root(run_dir)
     if epochs is not None and stored_root and stored_root != str(data_root.resolve()):
-        log(f"note: {run_dir} was trained on {stored_root}, not {data_root.resolve()}")
+        log(f"note: {show_path(run_dir)} was trained on {show_path(stored_root)}, not {show_path(data_root)}")
     t0 = time.perf_counter()
     if status != "loaded":
         Solver(cfg, data_root, run_dir, resume=status == "resumed", force=status == "trained",

@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import platform
+import re
 import shutil
 import sys
 import time
@@ -26,7 +27,7 @@ import lab5
 from lab5.config import FIELD_TYPES, RUNTIME_FIELDS, Config, ConfigError, coerce, field_value, make_config
 from lab5.data.layout import DatasetError
 from lab5.evaluate import evaluate_model, replayable, save_json
-from lab5.files import home
+from lab5.files import home, show_path
 from lab5.hardware import resolve_device, resolve_precision
 from lab5.models.cvae import CVAE
 from lab5.rundir import RunDirError, has_checkpoint, load_model, read_history, shipped_demo
@@ -49,7 +50,6 @@ NOTEBOOKS: dict[str, dict[str, Any]] = {
 PARAM_TYPES: dict[str, type] = {k: Path if v is None else type(v) for declared in NOTEBOOKS.values()
                                 for k, v in declared.items() if k not in FIELD_TYPES}
 PARAM_MIN = {"samples": 1, "max_sequences": 0, "latent_samples": 1, "latent_sequences": 2}
-IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 # Notebooks that run for minutes: ``python -m lab5 workbook`` streams their printed output.
 STREAMED = ("04_training",)
 
@@ -139,20 +139,26 @@ class NotebookParams:
         return self.name.replace(",", "_").replace("=", "-").replace("/", "_")
 
     def __str__(self) -> str:
-        """Where the notebook reads and writes, the overrides, and the settings a reader cares about."""
-        cfg, data = self.cfg, "embedded (simulated)" if self.data_root is None else show_path(self.data_root)
+        """Where the notebook reads and writes, the overrides, and the settings a reader cares about (05's come
+        from the checkpoint it evaluates: ``evaluation_run`` prints them)."""
+        data = "embedded (simulated)" if self.data_root is None else show_path(self.data_root)
         lines = [f"notebook {self.notebook}: preset '{self.preset}', data {data}"]
         if self.run_dir is not None:
             lines.append(f"run_dir {show_path(self.run_dir)}, figures {show_path(self.figures_dir)}")
         given = ", ".join(f"{k}={v!r}" for k, v in sorted(self.overrides.items())) or "none"
-        prior = {"fixed": "fixed N(0,I) prior", "learned": "learned prior", "none": "deterministic"}[cfg.prior]
-        precision = resolve_precision(cfg.bf16, cfg.channels_last, resolve_device(cfg.device)).describe()
-        return "\n".join([*lines, f"config overrides: {given}",
-                          f"model: {cfg.arch} (nf {cfg.nf}), g_dim {cfg.g_dim}, z_dim {cfg.z_dim}, rnn {cfg.rnn_size}, "
-                          f"{prior}; frames {cfg.n_past} + {cfg.n_future}",
-                          f"training: {cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} iterations, batch "
-                          f"{cfg.batch_size}, lr {cfg.lr:g}, KL {cfg.kl_mode} (beta max {cfg.kl_beta_max:g}), teacher "
-                          f"forcing {cfg.tf_ratio:g} -> {cfg.tf_min:g}, step {cfg.step}, {precision}"])
+        described = [] if self.notebook == "05_evaluation" else describe_config(self.cfg)
+        return "\n".join([*lines, f"config overrides: {given}", *described])
+
+
+def describe_config(cfg: Config) -> list[str]:
+    """The model and the training settings of ``cfg``, one line each."""
+    prior = {"fixed": "fixed N(0,I) prior", "learned": "learned prior", "none": "deterministic"}[cfg.prior]
+    precision = resolve_precision(cfg.bf16, cfg.channels_last, resolve_device(cfg.device)).describe()
+    return [f"model: {cfg.arch} (nf {cfg.nf}), g_dim {cfg.g_dim}, z_dim {cfg.z_dim}, rnn {cfg.rnn_size}, {prior}, "
+            f"condition {cfg.condition}; frames {cfg.n_past} + {cfg.n_future}",
+            f"training: {cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} iterations, batch {cfg.batch_size}, "
+            f"lr {cfg.lr:g}, KL {cfg.kl_mode} (beta max {cfg.kl_beta_max:g}), teacher forcing {cfg.tf_ratio:g} -> "
+            f"{cfg.tf_min:g}, step {cfg.step}, {precision}"]
 
 
 def run_name(preset: str, overrides: dict[str, Any], data_root: str | Path | None = None) -> str:
@@ -246,8 +252,8 @@ def evaluation_run(params: NotebookParams) -> tuple[CVAE, Config, Path, torch.de
     model, cfg, state = load_model(src, device)
     best = state.get("best")
     best_txt = f", best val PSNR {best:.2f} dB" if isinstance(best, float) and best > -1e9 else ""
-    print(f"evaluating {show_path(src)}: {cfg.preset} preset, {cfg.arch}, checkpoint of epoch "
-          f"{state.get('epoch')}{best_txt}")
+    print(f"evaluating {show_path(src)}: {cfg.preset} preset, checkpoint of epoch {state.get('epoch')}{best_txt}",
+          *describe_config(cfg), sep="\n")
     return model, cfg, src, device
 
 
@@ -263,21 +269,12 @@ def latent_results(params: NotebookParams, models: dict[str, CVAE], data: Any, r
 
 # --- what a notebook shows ------------------------------------------------------------------------
 
-def show_path(path: str | Path) -> str:
-    """``path`` relative to the lab5 home when inside it (stable across machines), else absolute."""
-    path = Path(path)
-    for a, b in ((path.absolute(), home().absolute()), (path.resolve(), home().resolve())):
-        if a.is_relative_to(b):
-            return str(a.relative_to(b)) or "."
-    return str(path)
-
-
-def save_figure(fig: Any, name: str, folder: str | Path | None = None) -> Path:
-    """Save ``fig`` as ``folder/name`` (default folder: ``figures/`` of the lab5 home); print where."""
-    folder = Path(folder) if folder is not None else home() / "figures"
+def save_figure(fig: Any, name: str, params: NotebookParams) -> Path:
+    """Save ``fig`` as ``<figures_dir>/<name>_<run stem>.png`` and print where: the stem names the run, so a
+    parameterised run never overwrites the figures of another (or the committed ones)."""
+    folder = Path(params.figures_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    # Run names hold dots (lr=0.001): only a known image suffix counts as the file type.
-    path = folder / (name if Path(name).suffix.lower() in IMAGE_SUFFIXES else f"{name}.png")
+    path = folder / f"{name}_{params.stem}.png"
     # No metadata: the same figure gives the same bytes, so regenerated files diff cleanly.
     fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
     print(f"saved {show_path(path)}")
@@ -380,8 +377,53 @@ def execute_notebook(name: str, out: Path, values: dict[str, Any], kernel: str =
     for meta in [nb.metadata] + [cell.metadata for cell in nb.cells]:
         meta.pop("papermill", None)
         meta.pop("execution", None)
+    for cell in (c for c in nb.cells if c.cell_type == "code"):   # a markdown cell has no outputs field
+        cell["outputs"] = tidy_streams(cell.get("outputs", []))
+    prune_widget_state(nb)
     nbformat.write(nb, out)
     return time.perf_counter() - t0
+
+
+def tidy_streams(outputs: list[Any]) -> list[Any]:
+    """A cell's outputs as a terminal shows them: consecutive stream fragments merged and each line cut to what
+    follows its last carriage return, so a stored training log keeps one line per epoch, not every bar refresh."""
+    tidy: list[Any] = []
+    for output in outputs:
+        if output.get("output_type") == "stream" and tidy and tidy[-1].get("name") == output.get("name") \
+                and tidy[-1].get("output_type") == "stream":
+            tidy[-1]["text"] += output["text"]
+        else:
+            tidy.append(output)
+    for output in (o for o in tidy if o.get("output_type") == "stream"):
+        lines = [(line.rstrip("\r").rsplit("\r", 1)[-1].rstrip() if "\r" in line else line, "\r" in line)
+                 for line in output["text"].split("\n")]
+        # a line a carriage return erased (a finished bar) goes; an empty line printed on purpose stays
+        output["text"] = "".join(line + "\n" for line, bar in lines[:-1] if line or not bar) + lines[-1][0]
+    return [o for o in tidy if o.get("output_type") != "stream" or o["text"].strip()]
+
+
+WIDGET_VIEW, WIDGET_STATE = "application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json"
+
+
+def prune_widget_state(nb: Any) -> None:
+    """Keep the stored state of the widgets an output shows and of the models they refer to (``IPY_MODEL_<id>``, an
+    Output widget's ``model_id``), their controls disabled: a trusted notebook with an idle kernel renders them from it
+    as a still view (the callbacks need the cell run again). Drop the rest (a training log's progress bars), and the
+    metadata key when no widget is shown."""
+    states = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    todo = [o["data"][WIDGET_VIEW]["model_id"] for cell in nb.cells for o in cell.get("outputs", [])
+            if WIDGET_VIEW in o.get("data", {})]
+    kept: dict[str, Any] = {}
+    while todo:
+        if (model := todo.pop()) in states and model not in kept:
+            kept[model] = states[model]
+            todo += re.findall(r'(?:IPY_MODEL_|"model_id": ")(\w+)', json.dumps(states[model]["state"]))
+    for state in (k["state"] for k in kept.values() if "disabled" in k["state"]):
+        state["disabled"] = True
+    if kept:
+        nb.metadata.widgets[WIDGET_STATE]["state"] = kept
+    else:
+        nb.metadata.pop("widgets", None)
 
 
 def run_workbook(values: dict[str, Any], out: Path | None = None, inplace: bool = False, only: list[str] | None = None,

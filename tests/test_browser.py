@@ -9,6 +9,9 @@
   runs all cells through the Run menu, asserts that no traceback appeared, that the plots
   render and that the frame widget rendered and plays, and keeps a screenshot at
   ``figures/browser_05_evaluation.png``.
+* ``test_05_players_show_their_still_view_untrusted`` opens the committed 05 with its stored outputs, untrusted (as
+  a fresh clone is) and not run: each player shows the still image of its display bundle, no output reads
+  ``VBox(``; screenshot at ``figures/browser_05_players_static.png``.
 
 Nothing here downloads a browser: Playwright only *drives* ``/usr/bin/chromium``
 (``.ci/install_browser.sh`` installs it).  Run with ``pytest -m browser``.
@@ -503,3 +506,46 @@ def test_05_evaluation(browser, lab, tmp_path):
         _assert_no_late_tracebacks(page, lab, log_from)
         print(f"05 ran in {seen['seconds']:.1f} s in the browser; screenshot {shot}; "
               f"page errors: {seen['page_errors'] or 'none'}")
+
+
+# Per player cell (its source builds one): its outputs' rendered mime types and how many of its images have loaded.
+PLAYER_OUTPUTS_JS = r"""() => Array.from(
+  document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell'))
+  .filter(c => /viz\.\w+_player\(/.test((c.querySelector('.jp-InputArea-editor') || {}).innerText || ''))
+  .map(c => ({
+    mime: Array.from(c.querySelectorAll('.jp-OutputArea-output')).map(o => o.getAttribute('data-mime-type')),
+    images: Array.from(c.querySelectorAll('.jp-OutputArea-output img'))
+      .filter(i => i.complete && i.naturalWidth > 0).length,
+  }))"""
+
+
+def test_05_players_show_their_still_view_untrusted(browser, lab, tmp_path):
+    """The committed 05 with its stored outputs, as a fresh clone opens it (untrusted, nothing run): each of its
+    three players shows the still view its display bundle holds (a loaded image), and no output reads "VBox(";
+    screenshot of the first player kept in figures/."""
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOKS / "05_evaluation.ipynb", as_version=4)
+    # a nonce no notary database has signed: the copy is untrusted, as a fresh clone is
+    nb.metadata["lab5_browser_copy"] = secrets.token_hex(8)
+    nbformat.write(nb, lab["root"] / "notebooks" / "05_untrusted.ipynb")
+    with _page(browser, tmp_path) as page:
+        page.set_default_timeout(60_000)
+        rel = "notebooks/05_untrusted.ipynb"
+        page.goto(f"{lab['url']}/lab/workspaces/05-untrusted/tree/{rel}?reset&token={lab['token']}")
+        page.wait_for_selector(f"{PANEL} .jp-CodeCell .jp-OutputArea-output")
+        with contextlib.suppress(Exception):   # playwright's TimeoutError: the asserts below say what shows instead
+            page.wait_for_function(f"() => ({PLAYER_OUTPUTS_JS})().filter(p => p.images > 0).length === 3",
+                                   timeout=30_000, polling=250)
+        players = page.evaluate(PLAYER_OUTPUTS_JS)
+        assert [(p["mime"], p["images"]) for p in players] == [(["image/png"], 1)] * 3, \
+            f"players (rendered mime types, loaded images): {players}"
+        reprs = [t for t in page.locator(f"{PANEL} .jp-OutputArea-output").all_inner_texts() if "VBox(" in t]
+        assert not reprs, f"outputs show a widget's repr: {reprs}"
+        first = page.locator(".jp-CodeCell", has=page.locator(".jp-InputArea-editor", has_text="viz.frame_player("))
+        first.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        shot = tmp_path / "browser_05_players_static.png"
+        page.screenshot(path=str(shot))
+    if FIGURES.is_dir() and os.access(FIGURES, os.W_OK):
+        shutil.copyfile(shot, FIGURES / shot.name)

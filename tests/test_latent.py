@@ -132,6 +132,7 @@ def test_compare_models_lines_up_the_results(smoke) -> None:
     assert table["PSNR best of 3"]["a"] == r["best_of_n"]["psnr"]["best"] >= r["best_of_n"]["psnr"]["worst"]
     assert table["PSNR best of 1"]["b"] == one["psnr"]["mean"]   # one sample: its best is its mean
     assert table["test KL (nats/frame)"]["b"] == one["kl"]["mean"] and "counterfactual PSNR" not in table
+    assert table["sequences"] == {"a": len(data), "b": len(data)}   # what each row was scored on
 
 
 def test_the_widgets_build_and_respond(smoke, tiny_root: Path) -> None:

@@ -52,7 +52,7 @@ def test_save_checkpoint_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     save_checkpoint({"format": 1, "x": torch.ones(3)}, path)
 
     def torn_save(obj, f):  # a kill in the middle of writing: some bytes, then nothing
-        Path(f).write_bytes(b"PK\x03\x04 half a zip")
+        f.write(b"PK\x03\x04 half a zip")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", torn_save)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from lab5 import sim as S
+from lab5.data.layout import DatasetError
 from lab5.metrics import copy_last_psnr
 
 # The one real BAIR sequence, kept beside the repository (see DESIGN.md: ../shared/data/).
@@ -87,12 +88,12 @@ def test_deterministic_and_parallel_safe(small_set: Path, tmp_path: Path) -> Non
 def test_reuses_complete_set_and_refuses_others(small_set: Path, tmp_path: Path) -> None:
     info = S.make_synthetic(small_set, workers=1, progress=False, **SMALL)
     assert info["reused"] and info["seconds"] < 1.0
-    with pytest.raises(FileExistsError, match="other parameters"):
+    with pytest.raises(DatasetError, match="other parameters"):
         S.make_synthetic(small_set, workers=1, progress=False, **{**SMALL, "seed": 3})
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(DatasetError, match="not empty"):
         S.make_synthetic(junk, workers=1, progress=False, **SMALL)
 
 

@@ -3,9 +3,11 @@
     DST/{train,validate,test}/traj_<a>_to_<b>.tfrecords/<k>/{0..29}.png, actions.csv (30x4),
                                                        endeffector_positions.csv (30x3)
     DST/SYNTHETIC.json    the parameters and copy-last PSNR per split, written last
+    DST/GENERATING.json   the parameters, written first and removed last: lab5's own set, unfinished
 
 Each sequence's seed derives from ``(seed, split, index)``, so the files are byte-identical
-whatever the number of worker processes.
+whatever the number of worker processes, and a generation cut short (a kill, Ctrl-C, a full disk)
+is completed by the next one.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +29,16 @@ import numpy as np
 import torch
 
 from lab5.data.dataset import frames_to_tensor
-from lab5.data.layout import SPLITS, write_sequence
+from lab5.data.layout import SPLITS, DatasetError, write_sequence
 from lab5.metrics import copy_last_psnr
 from lab5.files import home, progress_bar, write_atomic
 from lab5.sim.render import render_states
 from lab5.sim.world import IMG, N_FRAMES, simulate_states
+
+try:
+    import fcntl  # the lock that lets one process at a time generate a set
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 SHARD = 256  # sequences per traj_<a>_to_<b> folder, as in BAIR's TFRecords
 FORMAT_VERSION = 3  # bump when the generator changes what it writes (2: hidden masses and frictions;
@@ -37,7 +46,7 @@ FORMAT_VERSION = 3  # bump when the generator changes what it writes (2: hidden 
 # The generator's name as recorded in every manifest already on disk; it takes part in the
 # "same set?" comparison, so it stays as written when the module moved.
 GENERATOR = "lab5.data.synthetic"
-MANIFEST = "SYNTHETIC.json"
+MANIFEST, PARTIAL = "SYNTHETIC.json", "GENERATING.json"
 DEFAULTS: dict[str, int] = {"train": 1024, "validate": 128, "test": 256, "seed": 0}  # make_synthetic's
 TRAIN_SEED, EVAL_SEED = 0, 1  # the embedded sets: training data and a held-out evaluation set
 
@@ -65,10 +74,11 @@ def traj_dir(index: int) -> str:
 def _write_one(job: tuple[str, str, int, int]) -> tuple[str, float]:
     """Generate and write one sequence (runs in a worker process); return (split, copy-last PSNR)."""
     out, split, index, seed = job
+    seq = Path(out) / split / traj_dir(index) / str(index % SHARD)
     frames, actions, ee = simulate_sequence(sequence_seed(seed, split, index))
-    # Fixed encoder settings and no metadata: byte-identical files.
-    write_sequence(Path(out) / split / traj_dir(index) / str(index % SHARD), frames, actions, ee,
-                   compress_level=1)
+    if not seq.is_dir():  # else written whole (renamed into place) by an interrupted generation
+        # Fixed encoder settings and no metadata: byte-identical files.
+        write_sequence(seq, frames, actions, ee, compress_level=1)
     return split, float(copy_last_psnr(frames_to_tensor(frames.transpose(0, 3, 1, 2))[None], 2, 10).double().mean())
 
 
@@ -79,33 +89,74 @@ def _pool(n: int) -> "multiprocessing.pool.Pool":
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-        # A forked child must not use the parent's OpenMP pool; the PSNR needs no threads anyway.
-        return multiprocessing.get_context(method).Pool(n, initializer=torch.set_num_threads, initargs=(1,))
+        return multiprocessing.get_context(method).Pool(n, initializer=_worker_setup)
 
 
-def _manifest(root: Path) -> dict[str, Any] | None:
-    return json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).is_file() else None
+def _worker_setup() -> None:
+    """A writer runs single-threaded (a forked child must not use the parent's OpenMP pool) and leaves Ctrl-C to
+    the parent, which stops the pool: one message, not a traceback per worker."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _manifest(root: Path, name: str = MANIFEST) -> dict[str, Any] | None:
+    return json.loads((root / name).read_text()) if (root / name).is_file() else None
 
 
 def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest of the identical set already in ``out``, None if ``out`` is empty or new;
-    FileExistsError for anything else."""
-    if not out.exists() or not any(out.iterdir()):
+    """The manifest of the identical set already in ``out``; None if ``out`` is new, empty (but for a
+    marker cut short) or holds this set unfinished; DatasetError for anything else: never deleted."""
+    if not out.exists() or all(p.name.startswith(f".{PARTIAL}.tmp-") for p in out.iterdir()):
         return None
-    if (old := _manifest(out)) is None:
-        raise FileExistsError(f"{out} is not empty and is not a complete synthetic set "
-                              "(no SYNTHETIC.json); choose an empty or new --out")
+    if (old := _manifest(out) or _manifest(out, PARTIAL)) is None:
+        raise DatasetError(f"{out} is not empty and is not a synthetic set that lab5 wrote (no {MANIFEST} "
+                           f"nor {PARTIAL}); lab5 leaves it as it is: choose an empty or new --out, or move it away")
     if {k: old.get(k) for k in params} != params:
-        raise FileExistsError(f"{out} already holds a synthetic set with other parameters "
-                              f"({ {k: old.get(k) for k in ('seed', 'train', 'validate', 'test')} }); "
-                              "choose another --out or delete it")
-    return old
+        raise DatasetError(f"{out} already holds a synthetic set with other parameters "
+                           f"({ {k: old.get(k) for k in ('seed', 'train', 'validate', 'test')} }); "
+                           "choose another --out or delete it")
+    return _manifest(out)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` while a set is generated into it: a second process waits (saying
+    so), then finds the set complete. The workers that the generating process forks share the lock, which
+    goes when the last of them ends, however they end. No lock on Windows or where flock fails (some NFS)."""
+    fd = os.open(folder, os.O_RDONLY) if fcntl else None
+    try:
+        if fd is not None and not _flock(fd, fcntl.LOCK_NB):
+            print(f"{folder}: another process is generating this set; waiting for it", flush=True)
+            _flock(fd, 0)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _flock(fd: int, flags: int) -> bool:
+    """Take the lock; False if another process holds it (``flags`` LOCK_NB)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | flags)
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without flock: generate without the lock
+        pass
+    return True
 
 
 def _generate(out: Path, params: dict[str, Any], workers: int | None, progress: bool) -> dict[str, Any]:
-    """Write every sequence, then the manifest (last: it marks the set complete); return the manifest."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the marker, every sequence, then the manifest (it marks the set complete) and remove the
+    marker; return the manifest. Under ``_locked``: a marker found is that of a generation cut short,
+    which this one completes, keeping its whole sequences."""
     jobs = [(str(out), split, i, params["seed"]) for split in SPLITS for i in range(params[split])]
+    if (out / PARTIAL).is_file():
+        done = sum(p.name.isdigit() for p in out.glob("*/traj_*/*"))
+        print(f"{out}: completing this set, whose generation was interrupted ({done} of {len(jobs)} "
+              "sequences written)", flush=True)
+    for torn in [*out.glob(".*.tmp-*"), *out.glob("*/traj_*/.tmp-*")]:  # files cut short by a kill
+        shutil.rmtree(torn) if torn.is_dir() else torn.unlink()
+    write_atomic(out / PARTIAL, json.dumps(params, indent=2, sort_keys=True) + "\n")
     n = min(min(2, os.cpu_count() or 1) if workers is None else max(1, int(workers)), max(1, len(jobs)))
     psnr: dict[str, list[float]] = {s: [] for s in SPLITS}
     with (progress_bar(total=len(jobs), desc="make-synthetic", unit="seq", disable=not progress) as bar,
@@ -116,6 +167,7 @@ def _generate(out: Path, params: dict[str, Any], workers: int | None, progress: 
     means = {s: round(float(np.mean(sorted(v))), 3) for s, v in psnr.items() if v}
     manifest = {**params, "copy_last_psnr_db": means}
     write_atomic(out / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (out / PARTIAL).unlink()
     return manifest
 
 
@@ -123,17 +175,21 @@ def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: i
                    test: int | None = None, seed: int | None = None, workers: int | None = None,
                    progress: bool = True) -> dict:
     """Generate the embedded dataset under ``out``; return the manifest (``out/SYNTHETIC.json``) plus
-    ``path``, ``reused`` and ``seconds``. ``out`` must be new or empty, or hold the same complete set
-    (then this returns at once); otherwise FileExistsError. Sizes and seed default to `DEFAULTS`;
-    ``workers`` (default ``os.cpu_count()`` capped at 2) does not change the output."""
+    ``path``, ``reused`` and ``seconds``. ``out`` must be new or empty, hold the same complete set (then
+    this returns at once) or the same set unfinished (then this completes it); otherwise DatasetError.
+    Sizes and seed default to `DEFAULTS`; ``workers`` (default ``os.cpu_count()`` capped at 2) does not
+    change the output."""
     given = {"train": train, "validate": validate, "test": test, "seed": seed}
     sizes = {k: DEFAULTS[k] if v is None else int(v) for k, v in given.items()}
     params = {"generator": GENERATOR, "format_version": FORMAT_VERSION, **sizes, "n_frames": N_FRAMES,
               "image_size": IMG, "shard": SHARD}
     out, t0 = Path(out), time.perf_counter()
-    manifest = _existing(out, params)
-    reused = manifest is not None
-    manifest = manifest if reused else _generate(out, params, workers, progress)
+    manifest, reused = _existing(out, params), True
+    if manifest is None:
+        out.mkdir(parents=True, exist_ok=True)
+        with _locked(out):
+            if (manifest := _existing(out, params)) is None:
+                manifest, reused = _generate(out, params, workers, progress), False
     return {**manifest, "path": str(out), "reused": reused, "seconds": time.perf_counter() - t0}
 
 
@@ -147,9 +203,9 @@ def embedded_root(evaluation: bool = False) -> Path:
 
 
 def drop_outdated(root: Path) -> bool:
-    """Delete ``root`` if it holds a synthetic set of an older ``FORMAT_VERSION`` (an embedded set is
-    lab5's own cache, not the user's data, so it is generated again); True if it did."""
-    old = _manifest(root)
+    """Delete ``root`` if it holds a synthetic set of an older ``FORMAT_VERSION``, complete or not (an
+    embedded set is lab5's own cache, not the user's data, so it is generated again); True if it did."""
+    old = _manifest(root) or _manifest(root, PARTIAL)
     if old is None or old.get("generator") != GENERATOR or old.get("format_version", 0) >= FORMAT_VERSION:
         return False
     print(f"{root}: embedded set of format {old.get('format_version')} is outdated "
