@@ -1,4 +1,4 @@
-"""Command line: ``python -m lab5 {data,train,export,evaluate,generate,workbook,sweep} ...``.
+"""Command line: ``python -m lab5 {data,train,export,evaluate,generate,workbook,sweep,assignment} ...``.
 
 Every error a user can cause (bad data, config, checkpoint or run directory) is printed as one
 ``error: ...`` line naming the file or field, with exit status 1.
@@ -7,6 +7,7 @@ Every error a user can cause (bad data, config, checkpoint or run directory) is 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from lab5.data.convert import convert_bair
 from lab5.data.dataset import BairDataset, build_cache
 from lab5.data.layout import SPLITS, DatasetError, check_root
 from lab5.evaluate import PROTOCOLS, evaluate_model, format_table, get_protocol, save_json
+from lab5.files import check_writable, write_atomic
 from lab5.rundir import CheckpointError, RunDirError
 from lab5.sim import embedded_root, make_synthetic
 from lab5.train import Solver, TrainingError
@@ -183,6 +185,45 @@ def add_notebook_commands(sub: "argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(func=cmd_notebooks)
 
 
+def cmd_assignment(args: argparse.Namespace) -> int:
+    """``assignment release`` and ``assignment grade``; exit status 1 when a submission could not be graded."""
+    try:
+        from lab5 import assignment  # nbgrader and nbclient take seconds to import: only for this command
+    except ImportError as exc:
+        raise ConfigError(f"the assignment commands need the dev extra (pip install -e '.[dev]'): {exc}") from None
+    if args.assignment_command == "release":
+        assignment.release(Path(args.out))
+        return 0
+    if args.json:   # before minutes of grading, not after
+        try:
+            check_writable(Path(args.json).absolute().parent)
+        except OSError as exc:
+            raise ConfigError(f"--json {args.json}: cannot write there ({exc.strerror or exc})") from None
+    results = assignment.grade([Path(p) for p in args.notebooks], timeout=args.timeout)
+    print(assignment.format_scores(results))
+    if args.json:
+        total = {"score": sum(r["score"] for r in results), "max": sum(r["max"] for r in results)}
+        write_atomic(args.json, json.dumps({**total, "notebooks": results}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    for r in (r for r in results if r["error"]):
+        print(f"error: {r['path']}: {r['error']}", file=sys.stderr)
+    return 1 if any(r["error"] for r in results) else 0
+
+
+def add_assignment_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The ``assignment`` command: the student release and the autograder (docs/assignment.md)."""
+    p = sub.add_parser("assignment", help="release the student notebooks, or grade submissions",
+                       description="The workbook as an assignment (nbgrader's cell markers): see docs/assignment.md.")
+    p.set_defaults(func=cmd_assignment)
+    asub = p.add_subparsers(dest="assignment_command", required=True, metavar="COMMAND")
+    c = asub.add_parser("release", help="write the student notebooks: answers and hidden tests removed, no outputs")
+    c.add_argument("--out", required=True, help="destination folder (outside notebooks/)")
+    c = asub.add_parser("grade", help="run submissions headless and print a score table with feedback")
+    c.add_argument("notebooks", nargs="+", metavar="NOTEBOOK", help="submitted .ipynb files")
+    c.add_argument("--json", help="also write the scores as JSON (per notebook: score, max, exercises)")
+    c.add_argument("--timeout", type=int, default=600, help="seconds per cell before it is interrupted (default 600)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab5", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sequences", type=int, default=4)
         p.set_defaults(func=func)
     add_notebook_commands(sub)
+    add_assignment_parser(sub)
     return parser
 
 

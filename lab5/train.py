@@ -51,6 +51,7 @@ class KLAnnealing:
         if mode not in ("monotonic", "cyclical", "off"):
             raise ValueError(f"unknown KL annealing mode {mode!r}")
         self.mode, self.beta_min, self.beta_max = mode, beta_min, beta_max
+        self.epochs, self.cycles, self.ratio = epochs, cycles, ratio
         self.cycle_len = max(1, epochs // cycles)
         self.step = 1.0 / (self.cycle_len * ratio)
 

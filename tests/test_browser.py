@@ -9,6 +9,9 @@
   runs all cells through the Run menu, asserts that no traceback appeared, that the plots
   render and that the frame widget rendered and plays, and keeps a screenshot at
   ``figures/browser_05_evaluation.png``.
+* ``test_assignment_released_notebook`` releases the student notebooks into the served folder, runs all of 01
+  and asserts that only its check cells fail, each with "not answered yet"; screenshot at
+  ``figures/browser_assignment_released.png``.
 * ``test_05_players_show_their_still_view_untrusted`` opens the committed 05 with its stored outputs, untrusted (as
   a fresh clone is) and not run: each player shows the still image of its display bundle, no output reads
   ``VBox(``; screenshot at ``figures/browser_05_players_static.png``.
@@ -126,7 +129,9 @@ def lab(tmp_path_factory) -> Iterator[dict]:
     env = dict(os.environ, IPYTHONDIR=str(home / "ipython"),
                JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(home / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
-               MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1")
+               MPLBACKEND="module://matplotlib_inline.backend_inline", PYTHONUNBUFFERED="1",
+               # the kernels' saved (or, after a failed check, deleted) answers and figures stay in the temp dir
+               LAB5_ANSWERS=str(base / "answers"), LAB5_FIGURES=str(base / "figures"))
     env.pop("JUPYTER_TOKEN", None)
     port, token = _free_port(), secrets.token_hex(16)
     log = (base / "jupyterlab.log").open("w")
@@ -546,6 +551,37 @@ def test_05_players_show_their_still_view_untrusted(browser, lab, tmp_path):
         first.scroll_into_view_if_needed()
         page.wait_for_timeout(300)
         shot = tmp_path / "browser_05_players_static.png"
+        page.screenshot(path=str(shot))
+    if FIGURES.is_dir() and os.access(FIGURES, os.W_OK):
+        shutil.copyfile(shot, FIGURES / shot.name)
+
+
+@pytest.mark.timeout(300)
+def test_assignment_released_notebook(browser, lab, tmp_path):
+    """The student release of 01 (``python -m lab5 assignment release``) opened in JupyterLab and Run All: every cell
+    runs (the check cells are tagged raises-exception, so Run All goes past them), each check cell shows its "not
+    answered yet" message, and no other cell fails; screenshot of the first check kept in figures/."""
+    from lab5 import assignment
+
+    assignment.release(lab["root"] / "notebooks")
+    rel = "notebooks/01_derivation.ipynb"
+    with _page(browser, tmp_path) as page:
+        seen = _run_all(page, lab, rel, timeout_s=180)
+        checks = assignment.check_cells(seen["saved"])
+        errors = {i: [o for o in c.get("outputs", []) if o.output_type == "error"]
+                  for i, c in enumerate(seen["saved"].cells) if c.cell_type == "code"}
+        failing = {i: ANSI.sub("", f"{o[0].ename}: {o[0].evalue}") for i, o in errors.items() if o}
+        assert set(failing) == {i for i, _ in checks.values()} and len(checks) == 4, failing
+        assert all("ExerciseFailed" in m and "not answered yet" in m for m in failing.values()), failing
+        assert all("not answered yet" in t for t in seen["tracebacks"]), seen["tracebacks"]
+        assert not seen["page_errors"] and not seen["widget_errors"], (seen["page_errors"], seen["widget_errors"])
+        unrun = [c for c in seen["cells"] if c["source"] and not re.fullmatch(r"\[\d+\]:", c["prompt"])]
+        assert not unrun, f"cells Run All did not reach: {unrun}"
+        shown = page.locator(f"{PANEL} .jp-OutputArea-output", has_text="not answered yet")
+        assert shown.count() == 4, f"{shown.count()} check outputs say 'not answered yet'"
+        shown.first.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        shot = tmp_path / "browser_assignment_released.png"
         page.screenshot(path=str(shot))
     if FIGURES.is_dir() and os.access(FIGURES, os.W_OK):
         shutil.copyfile(shot, FIGURES / shot.name)

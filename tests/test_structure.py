@@ -24,8 +24,9 @@ FLOORS = [
     ("lab5.sim", "lab5.models"),
     ("lab5.rundir",),
     ("lab5.train", "lab5.evaluate"),
-    ("lab5.viz", "lab5.explore", "lab5.derivation"),
+    ("lab5.viz", "lab5.explore", "lab5.derivation", "lab5.exercises"),
     ("lab5.workbook",),
+    ("lab5.assignment",),
     ("lab5.cli",),
     ("lab5.__main__",),
 ]

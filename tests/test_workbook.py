@@ -394,3 +394,8 @@ def test_a_stored_log_keeps_what_a_terminal_shows():
         ("stream", "stdout", "training into runs/demo\nepoch 1/2: loss 0.1\n\n"), ("stream", "stderr", "a warning\n"),
         ("display_data", None, None), ("stream", "stdout", "done\n"), ("display_data", None, None),
         ("stream", "stdout", "no newline")]
+
+
+def test_the_latent_section_needs_two_samples_for_its_best_of_n():
+    with pytest.raises(ConfigError, match="'latent_samples' must be >= 2"):
+        wb.check_param("latent_samples", 1)

@@ -151,16 +151,24 @@ class CVAE(nn.Module):
     def reference_loss(self, x: torch.Tensor, c: torch.Tensor, beta: float, teacher_forcing: bool) -> Loss:
         """The lab's loop over time-major ``x [T,B,...]``, ``c [T,B,C]``: two encoder calls per frame."""
         hidden, n_past = self.init_hidden(x.shape[1], x.device), self.cfg.n_past
-        mse = kld = x.new_zeros((), dtype=torch.float32)
+        loss = mse = kld = x.new_zeros((), dtype=torch.float32)
         x_pred, skip = x[0], None
         for i in range(1, len(x)):
             x_in = x[i - 1] if teacher_forcing or i - 1 < self.truth_inputs() else x_pred
             h, frame_skip = self.encoder(x_in)
             skip = frame_skip if self.updates_skip(i, n_past) else skip
             g, kl = self.step(h, c[i - 1], hidden, self.encoder(x[i])[0])
-            x_pred = self.decoder(g, skip)
-            mse, kld = mse + frame_mse(x_pred, x[i]), kld + kl
-        return Loss(mse + beta * kld, mse, kld)
+            x_pred, loss_t, mse_t = self.frame_loss(g, skip, x[i], kl, beta)
+            loss, mse, kld = loss + loss_t, mse + mse_t, kld + kl
+        return Loss(loss, mse, kld)
+
+    def frame_loss(self, g: torch.Tensor, skip: list[torch.Tensor], x_t: torch.Tensor, kld: torch.Tensor,
+                   beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Frame t of the reference loop: ``(x̂_t, MSE + β·KL, MSE)``, x̂_t the decoder's frame from the
+        predictor's code ``g`` and the ``skip`` features, the MSE against the true frame ``x_t``."""
+        x_pred = self.decoder(g, skip)
+        mse = frame_mse(x_pred, x_t)
+        return x_pred, mse + beta * kld, mse
 
     def batched_loss(self, x: torch.Tensor, c: torch.Tensor, beta: float, teacher_forcing: bool,
                      per_frame_bn: bool) -> Loss:
@@ -227,9 +235,15 @@ class CVAE(nn.Module):
                 self.step(h, c[i - 1], hidden, self.encoder(x[i])[0], generator)
                 x_in = x[i]
             else:
-                x_in = self.decoder(self.step(h, c[i - 1], hidden, None, generator)[0], skip)
+                x_in = self.predict_next(h, c[i - 1], hidden, skip, generator)
                 preds.append(x_in)
         return torch.stack(preds, 1)
+
+    def predict_next(self, h: torch.Tensor, c_prev: torch.Tensor, hidden: dict[str, Hidden],
+                     skip: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """One generated frame x̂_t from ``h``, the code of the frame fed back (x_{t-1}): z_t from the
+        prior, the predictor, and the decoder with the ``skip`` features. ``hidden`` is updated in place."""
+        return self.decoder(self.step(h, c_prev, hidden, None, generator)[0], skip)
 
     @torch.no_grad()
     def kl_per_frame(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
