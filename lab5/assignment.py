@@ -1,13 +1,7 @@
-"""The workbook as an assignment: the student release and the autograder, both from the solution notebooks.
-
-The exercises are marked in nbgrader's syntax (cell metadata, schema 3): an answer cell (``solution: true``) whose
-body sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION``, then a locked check cell (``grade: true``,
-``points``) whose ``### BEGIN HIDDEN TESTS`` region only the grader runs. ``release`` applies nbgrader's own
-preprocessors to each notebook; ``grade`` runs submissions headless with nbclient. Neither needs nbgrader's course
-directory or database, and an instructor can still use nbgrader's tools on the same notebooks.
-
-The command line (``python -m lab5 assignment ...``) imports this module only when asked: nbgrader, nbclient and
-nbformat are part of the ``dev`` extra and slow to import.
+"""The workbook as an assignment: the student release and the autograder, both from the solution notebooks, whose
+exercises are marked in nbgrader's syntax (schema 3). ``release`` applies nbgrader's own preprocessors, ``grade`` runs
+submissions headless with nbclient; neither needs nbgrader's course directory or database. The command line imports
+this module only when asked: nbgrader, nbclient and nbformat are part of the ``dev`` extra and slow to import.
 """
 
 from __future__ import annotations
@@ -55,8 +49,8 @@ def check_cells(nb: NotebookNode) -> dict[str, tuple[int, float]]:
 
 
 def student_copy(nb: NotebookNode) -> NotebookNode:
-    """The notebook as students get it: answers replaced by nbgrader's stub, hidden tests removed, checks locked
-    and tagged ``raises-exception``, no outputs, execution counts nor widget state; the nbgrader metadata kept."""
+    """The notebook as students get it: nbgrader's stubs for the answers, no hidden tests, outputs nor widget state,
+    check cells locked and tagged ``raises-exception``; the nbgrader metadata kept."""
     nb = copy.deepcopy(nb)
     resources: dict[str, Any] = {}
     for step in RELEASE_STEPS:
@@ -93,24 +87,23 @@ def release(out: Path) -> list[Path]:
 
 
 def identify(path: Path, nb: NotebookNode | None, solutions: dict[str, NotebookNode]) -> str | None:
-    """Which workbook notebook a submission is: its file name (``01_derivation.ipynb``, or a name holding it such as
-    ``jdoe_01_derivation.ipynb``), else the notebook whose exercise ids it shares most."""
-    hits = [name for name in NOTEBOOKS if path.stem == name] or [name for name in NOTEBOOKS if name in path.stem]
-    if hits or nb is None:
-        return hits[0] if hits else None
+    """Which workbook notebook a submission is: the one its file name holds (``jdoe_01_derivation.ipynb``), else the
+    one whose exercise ids it shares most."""
+    hit = next((name for name in NOTEBOOKS if name in path.stem), None)
+    if hit or nb is None:
+        return hit
     ids = set(check_cells(nb))
     shared = {name: len(ids & set(check_cells(sol))) for name, sol in solutions.items()}
     best = max(shared, key=shared.get)
     return best if shared[best] else None
 
 
-def with_checks_restored(sub: NotebookNode, sol: NotebookNode) -> tuple[NotebookNode, set[str]]:
-    """The submission with each check cell replaced by the solution's (hidden tests included: an edited check cannot
-    cheat, as nbgrader's autograde overwrites locked cells), cut after the last check cell; and the missing ids."""
+def with_checks_restored(sub: NotebookNode, sol: NotebookNode) -> NotebookNode:
+    """The submission with each check cell replaced by the solution's, hidden tests included (an edited check cannot
+    cheat: nbgrader's autograde too overwrites locked cells), cut after the last check cell."""
     sub, wanted = copy.deepcopy(sub), check_cells(sol)
-    found = check_cells(sub)
     last = -1
-    for grade_id, (i, _) in found.items():
+    for grade_id, (i, _) in check_cells(sub).items():
         if grade_id in wanted:
             sub.cells[i] = copy.deepcopy(sol.cells[wanted[grade_id][0]])
             last = max(last, i)
@@ -118,7 +111,7 @@ def with_checks_restored(sub: NotebookNode, sol: NotebookNode) -> tuple[Notebook
     sub.cells = sub.cells[: last + 1]
     for cell in (c for c in sub.cells if c.cell_type == "code"):   # a stored count is no proof that it ran here
         cell.outputs, cell.execution_count = [], None
-    return sub, wanted.keys() - found.keys()
+    return sub
 
 
 def inject_parameters(nb: NotebookNode, values: dict[str, Any]) -> None:
@@ -130,9 +123,8 @@ def inject_parameters(nb: NotebookNode, values: dict[str, Any]) -> None:
 
 
 def execute(nb: NotebookNode, workdir: Path, timeout: int) -> str | None:
-    """Run ``nb`` in place in a fresh ``python3`` kernel, errors allowed; ``None``, or why it could not run to the
-    end (the cells it ran keep their outputs). Answers and figures go to ``workdir``, never the lab5 home's: one
-    student's passing answers must not reach another's grading."""
+    """Run ``nb`` in place in a fresh kernel, errors allowed; ``None``, or why it could not run to the end. Answers and
+    figures go to ``workdir``: one student's passing answers must not reach another's grading."""
     env = {**os.environ, "LAB5_ANSWERS": str(workdir / "answers"), "LAB5_FIGURES": str(workdir / "figures")}
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             interrupt_on_timeout=True, resources={"metadata": {"path": str(workdir)}})
@@ -146,8 +138,7 @@ def execute(nb: NotebookNode, workdir: Path, timeout: int) -> str | None:
 
 def one_line(text: str) -> str:
     """The first non-blank line of ``text``, ANSI colours stripped."""
-    lines = [line.strip() for line in ANSI.sub("", text).splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    return next((line.strip() for line in ANSI.sub("", text).splitlines() if line.strip()), "")
 
 
 def cell_error(cell: NotebookNode, timeout: int) -> str | None:
@@ -160,24 +151,21 @@ def cell_error(cell: NotebookNode, timeout: int) -> str | None:
     return None
 
 
-def score(nb: NotebookNode, sol: NotebookNode, missing: set[str], reason: str | None,
-          timeout: int) -> dict[str, dict[str, Any]]:
-    """Each exercise's ``{"score", "max", "message"}`` from the executed notebook: a check cell that ran without an
-    error earns its points. A failing check whose answer cell (``<id>_answer``) failed too reports the answer's
-    error: the check would only say the function is missing."""
+def score(nb: NotebookNode, sol: NotebookNode, reason: str | None, timeout: int) -> dict[str, dict[str, Any]]:
+    """Each exercise's ``{"score", "max", "message"}``: a check cell that ran without an error earns its points; a
+    failing one whose answer cell (``<id>_answer``) failed too reports the answer's error, not its own."""
     ran = {gid: nb.cells[i] for gid, (i, _) in check_cells(nb).items()}
-    answers = {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells
-               if c.metadata.get("nbgrader", {}).get("solution") and "grade_id" in c.metadata["nbgrader"]}
+    answer_errors = {c.metadata["nbgrader"]["grade_id"]: cell_error(c, timeout) for c in nb.cells
+                     if c.metadata.get("nbgrader", {}).get("solution") and "grade_id" in c.metadata["nbgrader"]}
     exercises = {}
     for grade_id, (_, points) in check_cells(sol).items():
         cell = ran.get(grade_id)
-        if grade_id in missing or cell is None:
+        if cell is None:   # the submission has no such check cell
             message = "check cell missing"
         elif cell.get("execution_count") is None:
             message = f"not run: {reason}" if reason else "not run"
         elif (message := cell_error(cell, timeout)) is not None:
-            answer = answers.get(f"{grade_id}_answer")
-            failed = cell_error(answer, timeout) if answer is not None else None
+            failed = answer_errors.get(f"{grade_id}_answer")
             message = f"your answer cell failed: {failed}" if failed else message
         exercises[grade_id] = {"score": 0.0 if message else points, "max": points, "message": message or PASSED}
     return exercises
@@ -204,11 +192,11 @@ def grade_one(path: Path, solutions: dict[str, NotebookNode], timeout: int) -> d
         return {"notebook": None, "path": str(path), "score": 0.0, "max": 0.0, "exercises": {}, "error": error}
     sol = solutions[name]
     if nb is not None and check_cells(sol):
-        run, missing = with_checks_restored(nb, sol)
+        run = with_checks_restored(nb, sol)
         inject_parameters(run, GRADING_PARAMETERS.get(name, {}))
         with tempfile.TemporaryDirectory(prefix="lab5-grade-") as tmp:
             error = execute(run, Path(tmp), timeout)
-        exercises = score(run, sol, missing, error, timeout)
+        exercises = score(run, sol, error, timeout)
     else:
         exercises = {gid: {"score": 0.0, "max": pts, "message": error} for gid, (_, pts) in check_cells(sol).items()}
     return {"notebook": name, "path": str(path), "score": sum(e["score"] for e in exercises.values()),
@@ -216,16 +204,15 @@ def grade_one(path: Path, solutions: dict[str, NotebookNode], timeout: int) -> d
 
 
 def grade(paths: list[Path], timeout: int = CELL_TIMEOUT_S) -> list[dict[str, Any]]:
-    """Grade each submission: identify its notebook, put the solution's check cells (with their hidden tests) in
-    place of its own, run it headless up to its last check cell (the cells after it cannot change the score), and
-    score each check. One per path, in order: ``{"notebook", "path", "score", "max", "exercises": {grade_id:
-    {"score", "max", "message"}}, "error"}``; a file that cannot be read or run scores 0, with ``error`` and each
-    exercise's ``message`` saying why, and grading goes on with the next. ``timeout``: seconds per cell."""
+    """Grade each submission: the solution's check cells (with their hidden tests) in place of its own, run headless up
+    to the last one, each scored. One per path: ``{"notebook", "path", "score", "max", "exercises": {grade_id: {"score",
+    "max", "message"}}, "error"}``; a file that cannot be read or run scores 0 (``error`` and each ``message`` say
+    why) and grading goes on. ``timeout``: seconds per cell."""
     solutions = {name: nbformat.read(notebooks_dir() / f"{name}.ipynb", as_version=4) for name in NOTEBOOKS}
     results = []
     for path in map(Path, paths):
-        results.append(grade_one(path, solutions, timeout))
-        r = results[-1]
+        r = grade_one(path, solutions, timeout)
+        results.append(r)
         print(f"graded {path}: {r['notebook'] or 'unknown notebook'}, {r['score']:g}/{r['max']:g}", flush=True)
     return results
 

@@ -83,12 +83,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = args.data or rundir.read_data_root(run_dir)
         if data is None:
             raise ConfigError(f"{run_dir}: no {rundir.DATA_ROOT}; pass --data ROOT")
-        solver = Solver(cfg, data, run_dir, resume=True, progress=not args.no_progress)
     else:
         if not args.run_dir or not args.data:
             raise ConfigError("train needs --data ROOT and --run-dir DIR (or --resume RUN_DIR)")
-        cfg = make_config(args.preset or "demo", assignments=args.set)
-        solver = Solver(cfg, args.data, args.run_dir, force=args.force, progress=not args.no_progress)
+        run_dir, data, cfg = args.run_dir, args.data, make_config(args.preset or "demo", assignments=args.set)
+    solver = Solver(cfg, data, run_dir, resume=bool(args.resume), force=args.force, progress=not args.no_progress)
     history = solver.fit()
     if solver.dist.main:
         last = history[-1] if history else {}
@@ -169,7 +168,6 @@ def add_notebook_commands(sub: "argparse._SubParsersAction[argparse.ArgumentPars
                         help="a notebook parameter or Config field, as papermill's -p (repeatable)")
     common.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
     common.add_argument("--no-progress", action="store_true", help="no papermill progress bars")
-
     p = sub.add_parser("workbook", parents=[common],
                        help="execute notebooks 01-05 with papermill; stop at the first failing cell")
     p.add_argument("--out", help="output folder for the executed notebooks (default runs/workbook-<preset>)")
@@ -177,7 +175,6 @@ def add_notebook_commands(sub: "argparse._SubParsersAction[argparse.ArgumentPars
                    help="store the outputs in notebooks/ itself (default parameters only): the committed run")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (prefixes: 04 05)")
     p.set_defaults(func=cmd_notebooks)
-
     p = sub.add_parser("sweep", parents=[common], help="run 04_training and 05_evaluation over a parameter grid")
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
                    help="a parameter and its values (repeatable; the grid is their product)")
@@ -228,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab5", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_parser(sub)
-
     p = sub.add_parser("train", help="train a CVAE (or --resume a killed run)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="named preset (default demo)")
     p.add_argument("--data", help="lab-layout data root")
@@ -238,14 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a run already in --run-dir")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
-
     p = sub.add_parser("export", help="a small shippable copy of a run (best.pt without optimizer)")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--checkpoint", choices=("best", "last"), default="best",
                    help="best.pt (else last.pt), or last.pt: the state after the last iteration")
     p.set_defaults(func=cmd_export)
-
     for name, func, helptext in (("evaluate", cmd_evaluate, "PSNR/SSIM table under the lab or SVG protocol"),
                                  ("generate", cmd_generate, "GIF: ground truth beside predictions")):
         p = sub.add_parser(name, help=helptext)

@@ -1,9 +1,6 @@
-"""One configuration dataclass with named presets (``PRESETS``), and the one way strings become its values.
-
-``make_config`` builds a preset with overrides from papermill (a dict) or the CLI (``key=value``);
-``Config.replace`` makes a checked copy; a bad key or value raises ``ConfigError`` naming it. Each field
-declares its group, range and choices itself (``setting``); ``RUNTIME_FIELDS`` etc. are derived from them.
-"""
+"""One configuration dataclass with named presets (``PRESETS``), and the one way strings become its values:
+``make_config`` builds a preset with papermill (dict) or CLI (``key=value``) overrides; a bad key or value raises
+``ConfigError`` naming it. Each field declares its group, range and choices itself (``setting``)."""
 
 from __future__ import annotations
 
@@ -183,8 +180,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
-        """A Config from ``to_dict``'s keys; a run's config.json may also hold ``resolved`` (what
-        the auto switches resolved to on the machine that trained it), which is only a record."""
+        """A Config from ``to_dict``'s keys (a run's ``resolved``, what its auto switches became, is only a record)."""
         return cls().replace(**{**LEGACY, **{k: v for k, v in data.items() if k != "resolved"}})
 
     @classmethod
@@ -254,7 +250,6 @@ def get_preset(name: str) -> Config:
 
 def make_config(preset: str = "demo", overrides: dict[str, Any] | None = None,
                 assignments: list[str] | None = None) -> Config:
-    """A preset with dict overrides (papermill parameters; None values are skipped) and then
-    ``key=value`` strings (the CLI's ``--set``)."""
+    """A preset with dict overrides (papermill's; None skipped), then ``key=value`` strings (the CLI's ``--set``)."""
     values = {k: v for k, v in (overrides or {}).items() if v is not None}
     return get_preset(preset).replace(**values).replace(**parse_assignments(assignments or []))

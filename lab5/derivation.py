@@ -1,9 +1,6 @@
-"""Numerical checks of the CVAE derivation that ``notebooks/01_derivation`` walks through.
-
-Each function checks one step by computing the same quantity two ways, one of them lab5's
-own code (``kl_gaussian``, ``reparameterize`` and the loss of ``models.cvae.CVAE``), and
-returns plain numbers for the notebook to print.
-"""
+"""Numerical checks of the CVAE derivation that ``notebooks/01_derivation`` walks through: each computes one
+quantity two ways, one of them lab5's own code (``kl_gaussian``, ``reparameterize``, the loss of ``CVAE``), and
+returns plain numbers for the notebook to print."""
 
 from __future__ import annotations
 
@@ -25,28 +22,22 @@ def _normal_logpdf(x: torch.Tensor, mean: torch.Tensor | float, var: torch.Tenso
 
 def toy_elbo(x: float = 1.5, w: float = 2.0, noise: float = 0.5, q_mu: float | None = None,
              q_var: float | None = None, n: int = 200_000, seed: int = 0) -> dict[str, float]:
-    """The bound on ``z ~ N(0,1), x|z ~ N(w·z, noise²)`` (log p(x) known exactly) for a Gaussian
-    q(z) = N(q_mu, q_var), by default the exact posterior p(z|x): log p(x), the ELBO
-    E_q log p(x|z) − KL(q ‖ p)  analytically and by Monte Carlo (with standard error), the gap
-    log p(x) − ELBO, which equals KL(q ‖ p(z|x)), and the report's eq. 1.1 value
-    E_q log p(x|z) + KL(q ‖ p), which overshoots log p(x)."""
+    """For ``z ~ N(0,1), x|z ~ N(w·z, noise²)`` and q(z) = N(q_mu, q_var) (default: the exact posterior): log p(x),
+    the ELBO analytically and by Monte Carlo, the gap (= KL(q ‖ p(z|x))) and the report's eq. 1.1 value (+KL)."""
     post_var = 1.0 / (1.0 + w * w / noise**2)
     post_mu = post_var * w * x / noise**2
-    q_mu = post_mu if q_mu is None else q_mu
-    q_var = post_var if q_var is None else q_var
+    q_mu, q_var = post_mu if q_mu is None else q_mu, post_var if q_var is None else q_var
     t = lambda v: torch.tensor([[float(v)]], dtype=torch.float64)  # noqa: E731  [batch 1, z 1]
     x_t = torch.tensor(x, dtype=torch.float64)
     log_px = float(_normal_logpdf(x_t, 0.0, w * w + noise**2))
     # E_q log p(x|z) in closed form: E[(x − w z)²] = (x − w·q_mu)² + w²·q_var.
-    expected_loglik = -0.5 * (math.log(2 * math.pi * noise**2)
-                              + ((x - w * q_mu) ** 2 + w * w * q_var) / noise**2)
+    expected_loglik = -0.5 * (math.log(2 * math.pi * noise**2) + ((x - w * q_mu) ** 2 + w * w * q_var) / noise**2)
     mu, lv = t(q_mu), t(math.log(q_var))
     kl_prior = float(kl_gaussian(mu, lv))                                # KL(q ‖ N(0,1))
     kl_post = float(kl_gaussian(mu, lv, t(post_mu), t(math.log(post_var))))
     z = reparameterize(mu.expand(n, 1), lv.expand(n, 1), torch.Generator().manual_seed(seed))[:, 0]
     # log p(x,z) − log q(z) per sample: its mean under q is the ELBO.
-    terms = (_normal_logpdf(x_t, w * z, noise**2) + _normal_logpdf(z, 0.0, 1.0)
-             - _normal_logpdf(z, q_mu, q_var))
+    terms = _normal_logpdf(x_t, w * z, noise**2) + _normal_logpdf(z, 0.0, 1.0) - _normal_logpdf(z, q_mu, q_var)
     elbo = expected_loglik - kl_prior
     return {"log p(x)": log_px, "ELBO": elbo, "ELBO (Monte Carlo)": float(terms.mean()),
             "MC standard error": float(terms.std() / math.sqrt(n)), "log p(x) - ELBO": log_px - elbo,
@@ -55,12 +46,8 @@ def toy_elbo(x: float = 1.5, w: float = 2.0, noise: float = 0.5, q_mu: float | N
 
 def kl_check(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor | None = None,
              logvar_p: torch.Tensor | None = None, n: int = 200_000, seed: int = 0) -> dict[str, float]:
-    """``kl_gaussian`` (per sequence: summed over z, divided by batch) against Monte Carlo.
-
-    ``mu_q``/``logvar_q`` are ``[B, Z]``; the prior is N(0, I) when ``mu_p`` is None, else any
-    diagonal Gaussian (a learned prior). The MC estimate, like ``kl_gaussian``, sums over z and
-    averages over the batch; with it comes E_q[log p(z) − log q(z)], the ELBO's term: −KL.
-    """
+    """``kl_gaussian`` of ``[B, Z]`` Gaussians (summed over z, batch mean) against Monte Carlo, and the ELBO's term
+    E_q[log p(z) − log q(z)] = −KL; the prior is N(0, I) when ``mu_p`` is None, else a diagonal Gaussian."""
     mu_p = torch.zeros_like(mu_q) if mu_p is None else mu_p
     logvar_p = torch.zeros_like(logvar_q) if logvar_p is None else logvar_p
     analytic = float(kl_gaussian(mu_q, logvar_q, mu_p, logvar_p))
@@ -76,10 +63,8 @@ def kl_check(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor | No
 
 def gradient_check(mu: float = 0.5, logvar: float = -0.4, n: int = 100_000,
                    seed: int = 0) -> dict[str, dict[str, float]]:
-    """Gradients of E_{z~N(mu, e^logvar)}[z²] = mu² + e^logvar with respect to (mu, logvar): exact,
-    (2·mu, e^logvar); reparameterised (pathwise), z = mu + σ·ε through ``reparameterize`` and
-    autograd; score function (REINFORCE), f(z)·∇ log q(z) with z held fixed. Each estimate comes
-    with its standard error, from per-sample gradients."""
+    """Gradients of E_{z~N(mu, e^logvar)}[z²] in (mu, logvar): exact, reparameterised (through ``reparameterize``)
+    and score function (REINFORCE), each estimate with its standard error from per-sample gradients."""
     m, lv, m2, lv2 = (torch.full((n,), v, dtype=torch.float64, requires_grad=True) for v in (mu, logvar) * 2)
     z = reparameterize(m, lv, torch.Generator().manual_seed(seed))
     g_mu, g_lv = torch.autograd.grad((z**2).sum(), (m, lv))        # per-sample pathwise gradients
@@ -106,8 +91,7 @@ def likelihood_vs_mse(dim: int = 3 * 64 * 64, sigma: float = 0.1, seed: int = 0)
 
 
 def equivalent_sigma(beta: float, dim: int = 3 * 64 * 64) -> float:
-    """The pixel noise σ for which  MSE + β·KL  is proportional to the negative ELBO: with MSE
-    averaged over the D pixels of a frame and KL summed over z (the lab's and SVG's normalisation),
+    """The pixel noise σ for which MSE (mean over D pixels) + β·KL (sum over z) is proportional to the negative ELBO:
     MSE + β·KL = (2σ²/D)·(‖x − x̂‖²/(2σ²) + KL)  when  β = 2σ²/D."""
     return math.sqrt(beta * dim / 2)
 
@@ -132,9 +116,8 @@ def loss_decomposition(seed: int = 0) -> dict[str, float]:
 
 
 def per_frame_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor) -> dict[str, Any]:
-    """KL of a sequence with factorised q and p is the sum of the per-frame KLs: for ``mu_q``/
-    ``logvar_q`` ``[T, B, Z]``, one KL over the joint (T·Z)-dimensional Gaussian against Σ_t
-    ``kl_gaussian`` per frame."""
+    """KL of a sequence with factorised q and p is the sum of the per-frame KLs: for ``[T, B, Z]`` ``mu_q``/
+    ``logvar_q``, one KL over the joint (T·Z)-dimensional Gaussian against Σ_t ``kl_gaussian``."""
     T, B, Z = mu_q.shape
     joint = kl_gaussian(mu_q.permute(1, 0, 2).reshape(B, T * Z), logvar_q.permute(1, 0, 2).reshape(B, T * Z))
     summed = sum(kl_gaussian(mu_q[t], logvar_q[t]) for t in range(T))

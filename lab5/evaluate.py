@@ -1,12 +1,6 @@
-"""Evaluation: the grader's metrics, the lab and SVG protocols, best-of-N and baselines.
-
-Protocols (``PROTOCOLS``): ``lab``, the lab's grading: 2 conditioning frames, 10 predicted, one
-sample; ``svg``, the papers' (SVG, SRVP): 2 -> 28 frames, best of 100 samples per sequence. In
-both, z comes from the posterior on conditioning steps and from the prior on predicted steps,
-and each prediction is fed back as the next input. The metrics are the grader's
-(``finn_eval_seq`` of SVG's utils.py, after Finn et al. 2016): PSNR and SSIM per colour channel,
-averaged over the channels. Baselines in the same table: copy-last-frame, and the same model with
-the conditions of another sequence.
+"""Evaluation under the lab's protocol (2 -> 10 frames, one sample) or the papers' (``svg``: 2 -> 28, best of 100),
+with the grader's metrics (``finn_eval_seq`` of SVG's utils.py: PSNR and SSIM per colour channel, averaged),
+best-of-N, and the baselines in the same table: copy-last-frame and the model given another sequence's conditions.
 """
 
 from __future__ import annotations
@@ -69,8 +63,7 @@ def get_protocol(name: str | Protocol) -> Protocol:
 
 
 def nan_summary(values: np.ndarray) -> dict[str, Any]:
-    """Mean and per-frame curve of a ``[sequences, frames]`` array, NaN entries (frames with no
-    changed pixel) left out."""
+    """Mean and per-frame curve of a ``[sequences, frames]`` array, NaN entries (no changed pixel) left out."""
     with warnings.catch_warnings():  # a frame with no changed pixel in any sequence stays NaN, silently
         warnings.simplefilter("ignore", RuntimeWarning)
         return {"mean": float(np.nanmean(values)), "per_frame": [float(v) for v in np.nanmean(values, 0)]}
@@ -78,8 +71,7 @@ def nan_summary(values: np.ndarray) -> dict[str, Any]:
 
 def changed_scores(last: torch.Tensor, truth: torch.Tensor, preds: dict[str, torch.Tensor],
                    threshold: float = CHANGED_THRESHOLD) -> dict[str, Any]:
-    """The changed-pixel block of the JSON for predictions of the same truth: ``threshold``,
-    ``fraction`` (of the predicted frames' pixels) and, per prediction, ``psnr: {mean, per_frame}``."""
+    """The changed-pixel block of the JSON: ``threshold``, ``fraction`` and per prediction ``psnr``."""
     mask = changed_mask(last, truth, threshold)
     return {"threshold": threshold, "fraction": float(mask.double().mean()), "what": CHANGED_TEXT,
             **{name: {"psnr": nan_summary(changed_psnr_per_frame(p, truth, mask).numpy())}
@@ -87,8 +79,7 @@ def changed_scores(last: torch.Tensor, truth: torch.Tensor, preds: dict[str, tor
 
 
 class ShuffledConditions(Dataset):
-    """Frames of sequence i with the conditions of another sequence (a fixed derangement), in the
-    condition ``columns`` only (default all: actions and end-effector positions)."""
+    """Frames of sequence i with another sequence's conditions (a fixed derangement) in ``columns`` (default all)."""
 
     def __init__(self, dataset: Dataset, seed: int = 0, columns: slice = slice(None)) -> None:
         n = len(dataset)
@@ -135,8 +126,7 @@ def best_of(psnr: np.ndarray, ssim: np.ndarray | None) -> dict[str, Any]:
 
 
 def best_changed(changed: np.ndarray) -> dict[str, Any]:
-    """Best-of-N on changed pixels of ``[sequences, samples, frames]`` (``CHANGED_BEST_TEXT``): the best,
-    the worst and the mean over samples, sequences without a changed pixel left out."""
+    """Best, worst and mean sample by changed-pixel PSNR (``CHANGED_BEST_TEXT``); sequences with none left out."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         per_sample = np.nanmean(changed, 2)
@@ -150,10 +140,7 @@ def best_of_n_curve(psnr: np.ndarray, ssim: np.ndarray | None) -> dict[str, list
     """Best-of-n over the first n samples, for n = 1, 2, 5, 10, 20, 100 up to the samples drawn."""
     ns = [n for n in BEST_OF_N if n < psnr.shape[1]] + [psnr.shape[1]]
     chosen = [best_of(psnr[:, :n], None if ssim is None else ssim[:, :n]) for n in ns]
-    curve: dict[str, list] = {"n": ns, "psnr": [c["psnr"]["best"] for c in chosen]}
-    if ssim is not None:
-        curve["ssim"] = [c["ssim"]["best"] for c in chosen]
-    return curve
+    return {"n": ns, **{k: [c[k]["best"] for c in chosen] for k in ("psnr", "ssim") if k in chosen[0]}}
 
 
 @torch.no_grad()
@@ -201,8 +188,7 @@ def test_kl(model: CVAE, dataset: Dataset, protocol: Protocol, device: str | tor
 
 
 def shuffles(model: CVAE, dataset: Dataset, run: dict[str, Any]) -> dict[str, Any]:
-    """The model given another sequence's actions, end-effector positions, or both (the frames are
-    its own): how much of what it predicts depends on each."""
+    """The model given another sequence's actions, end-effector positions, or both: how much it depends on each."""
     a = model.action_dim
     kinds = {"shuffled_conditions": (slice(None), "actions and end-effector positions of another sequence"),
              "shuffled_actions_only": (slice(0, a), "actions of another sequence, its own end-effector positions"),
@@ -229,9 +215,8 @@ def evaluate_model(model: CVAE, dataset: Dataset, protocol: str | Protocol = "la
                    max_sequences: int = 0, split: str = "test", with_ssim: bool = True,
                    with_shuffled: bool = True, progress: bool = True,
                    counterfactual_root: str | Path | None = None) -> dict[str, Any]:
-    """Run ``protocol`` on ``dataset`` (``samples`` per sequence: the protocol's unless given); return
-    the results dict (see ``lab5 evaluate --json``), with the counterfactual when ``counterfactual_root``
-    names the embedded data ``dataset`` comes from."""
+    """The results dict of ``lab5 evaluate --json`` (``samples``: the protocol's unless given), with the
+    counterfactual when ``counterfactual_root`` names the embedded data ``dataset`` comes from."""
     p = get_protocol(protocol)
     samples = samples or p.samples
     if max_sequences:
@@ -252,8 +237,7 @@ def evaluate_model(model: CVAE, dataset: Dataset, protocol: str | Protocol = "la
                      **({"ssim": SSIM_TEXT} if with_ssim else {}), "seed": seed},
         "psnr": summary(psnr.mean(1)),
         "changed": {"threshold": copy_changed["threshold"], "fraction": copy_changed["fraction"],
-                    "psnr": nan_summary(changed.mean(1)),
-                    "what": CHANGED_TEXT},
+                    "psnr": nan_summary(changed.mean(1)), "what": CHANGED_TEXT},
         "copy_last": {"psnr": copy_psnr["mean"], "psnr_per_frame": copy_psnr["per_frame"],
                       "changed": copy_changed["copy_last"]},
         "kl": test_kl(model, dataset, p, device, batch_size),
@@ -279,9 +263,8 @@ def evaluate_model(model: CVAE, dataset: Dataset, protocol: str | Protocol = "la
 def counterfactual(model: CVAE, dataset: Dataset, root: str | Path, split: str = "test",
                    protocol: str | Protocol = "lab", seed: int = 0, device: str | torch.device = "cpu",
                    max_sequences: int = 0) -> dict[str, Any]:
-    """On the counterfactual truth (``sim.replay``): the model given the new actions (one prior sample),
-    the same model given the factual conditions (same noise: the prediction that ignores the new
-    actions), and copy-last-frame; whole-frame PSNR and SSIM and changed-pixel PSNR for each."""
+    """Scores on the counterfactual truth (``sim.replay``) of the model given the new actions (one prior sample),
+    the same model given the factual conditions (same noise: it ignores the new actions), and copy-last-frame."""
     p = get_protocol(protocol)
     data = counterfactual_data(dataset, root, split, p.n_past, p.n_frames, max_sequences)
     x = data["x"]
@@ -308,16 +291,14 @@ def counterfactual(model: CVAE, dataset: Dataset, root: str | Path, split: str =
 
 
 def replayable(model: CVAE, root: str | Path) -> bool:
-    """Whether the counterfactual can be measured: the model reads actions and ``root`` is embedded data
-    the simulator can replay (it has a ``SYNTHETIC.json``)."""
+    """Whether the model reads actions and ``root`` is embedded data the simulator can replay."""
     return CONDITIONS[model.cfg.condition][0] and (Path(root) / MANIFEST).is_file()
 
 
 def compare_protocols(model: CVAE, dataset: Dataset, seed: int = 0, device: str | torch.device = "cpu",
                       max_sequences: int = 4) -> dict[str, dict[str, float]]:
-    """The same model on the same first sequences under both protocols, as ``{column: {row: value}}``:
-    the lab's single sample, the svg protocol's mean and best of 100 (when the sequences hold its 30
-    frames; a short data set gets the lab column alone)."""
+    """The same model on the same first sequences under both protocols, as ``{column: {row: value}}`` (the lab
+    column alone when the sequences are shorter than the svg protocol's 30 frames)."""
     opts = dict(seed=seed, device=device, max_sequences=max_sequences, with_shuffled=False, progress=False)
     lab = evaluate_model(model, dataset, "lab", **opts)
     table = {"lab (2 -> 10, 1 sample)": {"PSNR (dB)": lab["psnr"]["mean"], "SSIM": lab["ssim"]["mean"]}}
@@ -330,36 +311,26 @@ def compare_protocols(model: CVAE, dataset: Dataset, seed: int = 0, device: str 
 
 
 def compare_models(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Several models' ``evaluate_model`` results side by side, as ``{column: {model: value}}``: mean
-    and best-of-N PSNR and SSIM, copy-last-frame, the test-time KL, the samples' spread and, where
-    measured, the counterfactual score and copy-last's on the same re-simulated truth."""
+    """Several models' ``evaluate_model`` results side by side, as ``{column: {model: value}}``."""
     columns: dict[str, dict[str, Any]] = {}
-
-    def put(column: str, name: str, value: Any) -> None:
-        columns.setdefault(column, {})[name] = value
-
     for name, r in results.items():
-        n = r["protocol"]["samples"]
-        best = r.get("best_of_n", {})
-        put("condition", name, r["protocol"]["condition"])
-        put("sequences", name, r["protocol"]["sequences"])
-        put(f"PSNR mean of {n}", name, r["psnr"]["mean"])
-        put(f"PSNR best of {n}", name, best.get("psnr", r["psnr"])["best" if best else "mean"])
-        put(f"SSIM mean of {n}", name, r["ssim"]["mean"])
-        put(f"SSIM best of {n}", name, best.get("ssim", r["ssim"])["best" if best else "mean"])
-        put(f"changed-pixel PSNR mean of {n}", name, r["changed"]["psnr"]["mean"])
-        put(f"changed-pixel PSNR best of {n}", name, best.get("changed_psnr", {}).get("best", r["changed"]["psnr"]["mean"]))
-        put("copy-last PSNR", name, r["copy_last"]["psnr"])
-        put("copy-last changed-pixel PSNR", name, r["copy_last"]["changed"]["psnr"]["mean"])
-        put("test KL (nats/frame)", name, r["kl"]["mean"])
-        put("pixel std (%)", name, 100 * r.get("diversity", {}).get("pixel_std", 0.0))
+        n, best = r["protocol"]["samples"], r.get("best_of_n", {})
+        row = {"condition": r["protocol"]["condition"], "sequences": r["protocol"]["sequences"]}
+        for label, key, mean in (("PSNR", "psnr", r["psnr"]["mean"]), ("SSIM", "ssim", r["ssim"]["mean"]),
+                                 ("changed-pixel PSNR", "changed_psnr", r["changed"]["psnr"]["mean"])):
+            row.update({f"{label} mean of {n}": mean, f"{label} best of {n}": best.get(key, {}).get("best", mean)})
+        row.update({"copy-last PSNR": r["copy_last"]["psnr"],
+                    "copy-last changed-pixel PSNR": r["copy_last"]["changed"]["psnr"]["mean"],
+                    "test KL (nats/frame)": r["kl"]["mean"],
+                    "pixel std (%)": 100 * r.get("diversity", {}).get("pixel_std", 0.0)})
         if "counterfactual" in r:
             cf = r["counterfactual"]
-            put("counterfactual PSNR", name, cf["psnr"])
-            put("given factual conditions", name, cf["factual_conditions"]["psnr"])
-            put("counterfactual changed-pixel PSNR", name, cf["changed_psnr"])
-            put("given factual conditions, changed", name, cf["factual_conditions"]["changed_psnr"])
-            put("copy-last on it, changed", name, cf["copy_last"]["changed_psnr"])
+            row.update({"counterfactual PSNR": cf["psnr"], "given factual conditions": cf["factual_conditions"]["psnr"],
+                        "counterfactual changed-pixel PSNR": cf["changed_psnr"],
+                        "given factual conditions, changed": cf["factual_conditions"]["changed_psnr"],
+                        "copy-last on it, changed": cf["copy_last"]["changed_psnr"]})
+        for column, value in row.items():
+            columns.setdefault(column, {})[name] = value
     return columns
 
 
@@ -393,11 +364,9 @@ def format_table(results: dict[str, Any]) -> str:
             row(f"CVAE, shuffled {name}", results[key]["psnr"], None, None)
     if "counterfactual" in results:
         cf = results["counterfactual"]
-        row("counterfactual: CVAE given the new actions", cf["psnr"], cf["ssim"], cf["changed_psnr"])
-        row("counterfactual: CVAE given factual ones", cf["factual_conditions"]["psnr"], None,
-            cf["factual_conditions"]["changed_psnr"])
-        row("counterfactual: copy last frame", cf["copy_last"]["psnr"], cf["copy_last"]["ssim"],
-            cf["copy_last"]["changed_psnr"])
+        for name, score in (("CVAE given the new actions", cf), ("CVAE given factual ones", cf["factual_conditions"]),
+                            ("copy last frame", cf["copy_last"])):
+            row(f"counterfactual: {name}", score["psnr"], score.get("ssim"), score["changed_psnr"])
     return "\n".join(lines)
 
 

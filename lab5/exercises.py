@@ -1,29 +1,22 @@
-"""The assignment's exercises: what each asks, its checks against lab5's own code, and how an answer
-that passes replaces the lab5 function it re-implements.
-
-An answer cell of notebooks 01, 03 and 05 defines a function; the check cell after it calls
-``check(grade_id, fn)``. The checks run ``fn`` on random inputs and edge cases against lab5's
-computation (``Exercise.reference``, written in the exercise's signature) and, when something is wrong,
-raise ``ExerciseFailed`` with a sentence that names it: a shape, a sign, a missing term. An answer that
-passes is installed for the rest of the kernel (every lab5 module attribute holding the original, or
-the CVAE method, now points at it, through an adapter where lab5's signature differs) and its source is
-saved under ``answers_dir()``; notebook 04 calls ``use_answers`` so that the student's code is what trains.
-The checks leave torch's global random state as they found it, so the notebook's numbers do not move.
+"""The assignment's exercises: each one's checks against lab5's own code, and how an answer that passes replaces
+the lab5 function it re-implements. The check cells of notebooks 01, 03 and 05 call ``check(grade_id, fn)``; an
+answer that passes is installed for the rest of the kernel and saved under ``answers_dir()`` for 04's
+``use_answers``. The checks leave torch's global random state as they found it, so the notebooks' numbers hold.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import inspect
 import math
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 from torch import nn
@@ -48,22 +41,66 @@ class ExerciseFailed(AssertionError):
     """An answer that does not do what its exercise asks; the message says what is wrong."""
 
 
-# --- lab5's computations in the exercises' signatures ----------------------------------------------
-def lab5_reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    return mu + eps * torch.exp(0.5 * logvar)
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: its notebook, title and points, the lab5 object an answer replaces, lab5's computation in the
+    exercise's signature, its checks and hidden checks (each one's docstring says what it tries), its installer."""
+
+    notebook: str
+    title: str
+    points: int
+    replaces: str
+    reference: Fn
+    checks: tuple[Fn, ...]
+    hidden: tuple[Fn, ...]
+    install: Callable[[Fn], None]
 
 
-def lab5_kl_beta(epoch: int, mode: str, epochs: int, cycles: int, ratio: float,
-                 beta_min: float = 0.0, beta_max: float = 1.0) -> float:
-    return LAB5["kl_beta"](train.KLAnnealing(mode, epochs, cycles, ratio, beta_min, beta_max), epoch)
+EXERCISES: dict[str, Exercise] = {}  # grade_id -> its exercise, in the notebooks' order; each section adds its own
+PATCHES: dict[str, list[tuple[Any, str, Any]]] = {}  # grade_id -> (owner, attribute, what it held)
 
 
-def lab5_teacher_forcing_ratio(epoch: int, ratio: float, decay_start: int, decay_step: float,
-                               floor: float) -> float:
-    return LAB5["teacher_forcing_ratio"](train.TeacherForcing(ratio, decay_start, decay_step, floor), epoch)
+# --- installing an answer ------------------------------------------------------------------------------
+def patch(grade_id: str, owner: Any, name: str, value: Any) -> None:
+    PATCHES.setdefault(grade_id, []).append((owner, name, getattr(owner, name)))
+    setattr(owner, name, value)
+
+
+def replace_function(grade_id: str, original: Fn, new: Fn) -> None:
+    """Every attribute of a loaded lab5 module (this one aside) that holds ``original`` gets ``new``."""
+    for name, module in list(sys.modules.items()):
+        if module is not None and name != __name__ and (name == "lab5" or name.startswith("lab5.")):
+            for attr, value in list(vars(module).items()):
+                if value is original:
+                    patch(grade_id, module, attr, new)
+
+
+def restore(grade_id: str | None = None) -> None:
+    """Undo the installs of one exercise (default: all of them): lab5's own functions again."""
+    for gid in [grade_id] if grade_id else list(PATCHES):
+        for owner, name, old in reversed(PATCHES.pop(gid, [])):
+            setattr(owner, name, old)
+
+
+def replacing(grade_id: str) -> Callable[[Fn], None]:
+    return lambda fn: replace_function(grade_id, LAB5[grade_id], fn)
+
+
+def install_method(grade_id: str) -> Callable[[Fn], None]:
+    return lambda fn: patch(grade_id, cvae.CVAE, grade_id, fn)
 
 
 # --- helpers of the checks ---------------------------------------------------------------------------
+def case(doc: str, *runs: Callable[[Fn], Any]) -> Fn:
+    """A check: ``runs`` on the answer in turn; ``doc`` (what it tries, quoted when the answer raises) its docstring."""
+    def check_case(fn: Fn) -> None:
+        for run in runs:
+            run(fn)
+
+    check_case.__doc__ = doc
+    return check_case
+
+
 def randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
     return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
@@ -96,18 +133,82 @@ def parts(value: Any, n: int, what: str) -> tuple[Any, ...]:
     return value
 
 
-@contextlib.contextmanager
-def swapped(owner: Any, name: str, value: Any) -> Iterator[None]:
-    old = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, old)
+# --- 01: the Gaussian KL ---------------------------------------------------------------------------
+SIGN = ("the KL is negative ({:.4g}): check its sign; a KL divergence is never negative "
+        "(the report's eq. 1.1 makes the same sign error)")
+KL_FORM = "½·Σ_z[log σ_p²/σ_q² + (σ_q² + (μ_q − μ_p)²)/σ_p² − 1] / batch"
+ONE_KL = " (one number: the sum over z, divided by the batch size)"
+
+
+def expect_kl(fn: Fn, what: str, mu_q: torch.Tensor, logvar_q: torch.Tensor,
+              mu_p: torch.Tensor | None = None, logvar_p: torch.Tensor | None = None, tol: float = 1e-4) -> None:
+    args = (mu_q, logvar_q) if mu_p is None else (mu_q, logvar_q, mu_p, logvar_p)
+    got = shaped(fn(*args), (), f"{what}: the KL", ONE_KL)
+    want = LAB5["kl_gaussian"](*args)
+    if close(got, want, tol):
+        return
+    if num(got) < 0:
+        raise ExerciseFailed(f"{what}: " + SIGN.format(num(got)) + ".")
+    batch, z_dim = mu_q.shape[0], mu_q[0].numel()
+    if close(got, want * batch, tol):
+        raise ExerciseFailed(f"{what}: the KL is summed over the batch too: divide the sum by the batch size.")
+    if close(got, want / z_dim, tol):
+        raise ExerciseFailed(f"{what}: the KL is averaged over z: sum over z, then divide by the batch size.")
+    raise ExerciseFailed(f"{what}: the KL is {num(got):.5g} where it should be {num(want):.5g}: "
+                         f"check each term of {KL_FORM}.")
+
+
+def kl_same(fn: Fn) -> None:
+    """KL(q ‖ q) = 0"""
+    mu, logvar = randn(4, 8, seed=9), randn(4, 8, seed=10)
+    got = shaped(fn(mu, logvar, mu.clone(), logvar.clone()), (), "the KL")
+    if not close(got, 0.0):
+        raise ExerciseFailed(f"KL(q ‖ q) is {num(got):.4g}, it must be 0: a term of {KL_FORM} is missing or wrong.")
+
+
+def kl_hidden_gradient(fn: Fn) -> None:
+    """its gradients with respect to mu_q, logvar_q, mu_p and logvar_p"""
+    grads = []
+    for f in (fn, LAB5["kl_gaussian"]):
+        inputs = [randn(4, 6, seed=s, scale=0.5).requires_grad_() for s in (17, 18, 19, 20)]
+        f(*inputs).backward()
+        grads.append([torch.zeros(4, 6) if x.grad is None else x.grad for x in inputs])
+    for name, got, want in zip(("mu_q", "logvar_q", "mu_p", "logvar_p"), *grads):
+        if not close(got, want, 1e-4):
+            raise ExerciseFailed(f"the KL's gradient with respect to {name} is wrong: build it from the inputs "
+                                 "with torch operations (no .detach(), no .item()).")
+
+
+EXERCISES["kl_gaussian"] = Exercise(
+    "01_derivation", "The KL between two diagonal Gaussians", 2, "lab5.models.cvae.kl_gaussian", LAB5["kl_gaussian"],
+    checks=(
+        case("one number (a 0-dim tensor) for a batch of 4 latents of 8 dimensions",
+             lambda fn: shaped(fn(randn(4, 8, seed=1), randn(4, 8, seed=2)), (), "the KL", ONE_KL)),
+        case("against the fixed prior N(0, I) when mu_p and logvar_p are left out",
+             lambda fn: expect_kl(fn, "against N(0, I)", randn(4, 8, seed=3), randn(4, 8, seed=4, scale=0.5))),
+        case("against a learned prior: random diagonal Gaussians q and p",
+             lambda fn: expect_kl(fn, "against a learned prior", randn(4, 8, seed=5), randn(4, 8, seed=6, scale=0.5),
+                                  randn(4, 8, seed=7), randn(4, 8, seed=8, scale=0.3))),
+        kl_same,
+        case("per sequence: a batch of 5 copies of one latent has that latent's KL (sum over z, divide by the batch)",
+             lambda fn: expect_kl(fn, "a batch of 5 copies", randn(1, 8, seed=11).expand(5, 8),
+                                  randn(1, 8, seed=12).expand(5, 8)))),
+    hidden=(
+        case("one latent of one dimension; log-variances of ±6 and means of 10",
+             lambda fn: expect_kl(fn, "batch 1, z_dim 1", torch.tensor([[1.0]]), torch.tensor([[0.0]])),
+             lambda fn: expect_kl(fn, "extreme variances", randn(3, 5, seed=13, scale=10.0),
+                                  randn(3, 5, seed=14, scale=6.0), randn(3, 5, seed=15),
+                                  randn(3, 5, seed=16, scale=6.0), tol=1e-3)),
+        kl_hidden_gradient),
+    install=replacing("kl_gaussian"))
 
 
 # --- 01: reparameterisation --------------------------------------------------------------------------
 STD = "it needs the standard deviation σ = exp(logvar / 2)"
+
+
+def lab5_reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    return mu + eps * torch.exp(0.5 * logvar)
 
 
 def expect_z(fn: Fn, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> None:
@@ -126,21 +227,11 @@ def expect_z(fn: Fn, mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) 
     raise ExerciseFailed(f"z differs from mu + exp(logvar / 2)·eps by up to {gap(z, want):.3g}.")
 
 
-def reparam_shape(fn: Fn) -> None:
-    """z has the shape of mu ([batch, z_dim] = [4, 8])"""
-    shaped(fn(randn(4, 8, seed=1), randn(4, 8, seed=2), randn(4, 8, seed=3)), (4, 8), "z", " (the shape of mu)")
-
-
 def reparam_no_noise(fn: Fn) -> None:
     """eps = 0 gives z = mu"""
     mu, logvar = randn(4, 8, seed=1), randn(4, 8, seed=2)
     if not close(shaped(fn(mu, logvar, torch.zeros(4, 8)), (4, 8), "z"), mu):
         raise ExerciseFailed("with eps = 0, z must be mu: z = mu + σ·eps.")
-
-
-def reparam_values(fn: Fn) -> None:
-    """random mu, logvar and eps: z = mu + exp(logvar / 2)·eps"""
-    expect_z(fn, randn(4, 8, seed=4), randn(4, 8, seed=5), randn(4, 8, seed=6))
 
 
 def reparam_gradient(fn: Fn) -> None:
@@ -163,11 +254,6 @@ def reparam_hidden_shapes(fn: Fn) -> None:
     expect_z(fn, mu, torch.zeros_like(mu), eps)
 
 
-def reparam_hidden_extremes(fn: Fn) -> None:
-    """log-variances from about −12 to 12"""
-    expect_z(fn, randn(6, 4, seed=13), randn(6, 4, seed=14, scale=4.0), randn(6, 4, seed=15))
-
-
 def install_reparameterize(fn: Fn) -> None:
     def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
                        generator: torch.Generator | None = None) -> torch.Tensor:
@@ -177,87 +263,32 @@ def install_reparameterize(fn: Fn) -> None:
     replace_function("reparameterize", LAB5["reparameterize"], reparameterize)
 
 
-# --- 01: the Gaussian KL ---------------------------------------------------------------------------
-SIGN = ("the KL is negative ({:.4g}): check its sign; a KL divergence is never negative "
-        "(the report's eq. 1.1 makes the same sign error)")
-KL_FORM = "½·Σ_z[log σ_p²/σ_q² + (σ_q² + (μ_q − μ_p)²)/σ_p² − 1] / batch"
-
-
-def expect_kl(fn: Fn, what: str, mu_q: torch.Tensor, logvar_q: torch.Tensor,
-              mu_p: torch.Tensor | None = None, logvar_p: torch.Tensor | None = None, tol: float = 1e-4) -> None:
-    args = (mu_q, logvar_q) if mu_p is None else (mu_q, logvar_q, mu_p, logvar_p)
-    got = shaped(fn(*args), (), f"{what}: the KL", " (one number: the sum over z, divided by the batch size)")
-    want = LAB5["kl_gaussian"](*args)
-    if close(got, want, tol):
-        return
-    if num(got) < 0:
-        raise ExerciseFailed(f"{what}: " + SIGN.format(num(got)) + ".")
-    batch, z_dim = mu_q.shape[0], mu_q[0].numel()
-    if close(got, want * batch, tol):
-        raise ExerciseFailed(f"{what}: the KL is summed over the batch too: divide the sum by the batch size.")
-    if close(got, want / z_dim, tol):
-        raise ExerciseFailed(f"{what}: the KL is averaged over z: sum over z, then divide by the batch size.")
-    raise ExerciseFailed(f"{what}: the KL is {num(got):.5g} where it should be {num(want):.5g}: "
-                         f"check each term of {KL_FORM}.")
-
-
-def kl_scalar(fn: Fn) -> None:
-    """one number (a 0-dim tensor) for a batch of 4 latents of 8 dimensions"""
-    shaped(fn(randn(4, 8, seed=1), randn(4, 8, seed=2)), (), "the KL",
-           " (one number: the sum over z, divided by the batch size)")
-
-
-def kl_fixed(fn: Fn) -> None:
-    """against the fixed prior N(0, I) when mu_p and logvar_p are left out"""
-    expect_kl(fn, "against N(0, I)", randn(4, 8, seed=3), randn(4, 8, seed=4, scale=0.5))
-
-
-def kl_learned(fn: Fn) -> None:
-    """against a learned prior: random diagonal Gaussians q and p"""
-    expect_kl(fn, "against a learned prior", randn(4, 8, seed=5), randn(4, 8, seed=6, scale=0.5),
-              randn(4, 8, seed=7), randn(4, 8, seed=8, scale=0.3))
-
-
-def kl_same(fn: Fn) -> None:
-    """KL(q ‖ q) = 0"""
-    mu, logvar = randn(4, 8, seed=9), randn(4, 8, seed=10)
-    got = shaped(fn(mu, logvar, mu.clone(), logvar.clone()), (), "the KL")
-    if not close(got, 0.0):
-        raise ExerciseFailed(f"KL(q ‖ q) is {num(got):.4g}, it must be 0: a term of {KL_FORM} is missing or wrong.")
-
-
-def kl_batch(fn: Fn) -> None:
-    """per sequence: a batch of 5 copies of one latent has that latent's KL (sum over z, divide by the batch)"""
-    mu, logvar = randn(1, 8, seed=11).expand(5, 8), randn(1, 8, seed=12).expand(5, 8)
-    expect_kl(fn, "a batch of 5 copies", mu, logvar)
-
-
-def kl_hidden_extremes(fn: Fn) -> None:
-    """one latent of one dimension; log-variances of ±6 and means of 10"""
-    expect_kl(fn, "batch 1, z_dim 1", torch.tensor([[1.0]]), torch.tensor([[0.0]]))
-    expect_kl(fn, "extreme variances", randn(3, 5, seed=13, scale=10.0), randn(3, 5, seed=14, scale=6.0),
-              randn(3, 5, seed=15), randn(3, 5, seed=16, scale=6.0), tol=1e-3)
-
-
-def kl_hidden_gradient(fn: Fn) -> None:
-    """its gradients with respect to mu_q, logvar_q, mu_p and logvar_p"""
-    grads = []
-    for f in (fn, LAB5["kl_gaussian"]):
-        inputs = [randn(4, 6, seed=s, scale=0.5).requires_grad_() for s in (17, 18, 19, 20)]
-        f(*inputs).backward()
-        grads.append([torch.zeros(4, 6) if x.grad is None else x.grad for x in inputs])
-    for name, got, want in zip(("mu_q", "logvar_q", "mu_p", "logvar_p"), *grads):
-        if not close(got, want, 1e-4):
-            raise ExerciseFailed(f"the KL's gradient with respect to {name} is wrong: build it from the inputs "
-                                 "with torch operations (no .detach(), no .item()).")
+EXERCISES["reparameterize"] = Exercise(
+    "01_derivation", "The reparameterisation trick", 1, "lab5.models.networks.reparameterize", lab5_reparameterize,
+    checks=(
+        case("z has the shape of mu ([batch, z_dim] = [4, 8])", lambda fn: shaped(
+            fn(randn(4, 8, seed=1), randn(4, 8, seed=2), randn(4, 8, seed=3)), (4, 8), "z", " (the shape of mu)")),
+        reparam_no_noise,
+        case("random mu, logvar and eps: z = mu + exp(logvar / 2)·eps",
+             lambda fn: expect_z(fn, randn(4, 8, seed=4), randn(4, 8, seed=5), randn(4, 8, seed=6))),
+        reparam_gradient),
+    hidden=(
+        reparam_hidden_shapes,
+        case("log-variances from about −12 to 12",
+             lambda fn: expect_z(fn, randn(6, 4, seed=13), randn(6, 4, seed=14, scale=4.0), randn(6, 4, seed=15)))),
+    install=install_reparameterize)
 
 
 # --- 01: the schedules ------------------------------------------------------------------------------
 BETA_FORM = {"monotonic": "monotonic: β = min(β_min + epoch·step, 1)·β_max, with "
-                          "cycle_len = max(1, epochs // cycles) "
-                          "and step = 1 / (cycle_len·ratio)",
+                          "cycle_len = max(1, epochs // cycles) and step = 1 / (cycle_len·ratio)",
              "cyclical": "cyclical: the same with epoch mod cycle_len, so β starts again at β_min every cycle",
              "off": "mode 'off': β = β_max every epoch"}
+
+
+def lab5_kl_beta(epoch: int, mode: str, epochs: int, cycles: int, ratio: float,
+                 beta_min: float = 0.0, beta_max: float = 1.0) -> float:
+    return LAB5["kl_beta"](train.KLAnnealing(mode, epochs, cycles, ratio, beta_min, beta_max), epoch)
 
 
 def expect_betas(fn: Fn, mode: str, epochs: int, cycles: int, ratio: float, beta_min: float = 0.0,
@@ -271,39 +302,6 @@ def expect_betas(fn: Fn, mode: str, epochs: int, cycles: int, ratio: float, beta
                                  f"({BETA_FORM[mode]}).")
 
 
-def beta_monotonic(fn: Fn) -> None:
-    """monotonic, the report's 100 epochs, 4 cycles, ratio 0.5"""
-    expect_betas(fn, "monotonic", 100, 4, 0.5)
-
-
-def beta_cyclical(fn: Fn) -> None:
-    """cyclical, the report's 100 epochs, 4 cycles, ratio 0.5"""
-    expect_betas(fn, "cyclical", 100, 4, 0.5)
-
-
-def beta_off(fn: Fn) -> None:
-    """mode 'off': β_max every epoch"""
-    expect_betas(fn, "off", 10, 4, 0.5, 0.0, 0.3)
-
-
-def beta_scaled(fn: Fn) -> None:
-    """cyclical between β_min 0.1 and β_max 0.5: 10 epochs, 2 cycles, ratio 0.25"""
-    expect_betas(fn, "cyclical", 10, 2, 0.25, 0.1, 0.5)
-
-
-def beta_hidden_short(fn: Fn) -> None:
-    """more cycles than epochs (3 epochs, 5 cycles: cycles of 1 epoch)"""
-    expect_betas(fn, "cyclical", 3, 5, 1.0)
-    expect_betas(fn, "monotonic", 3, 5, 1.0)
-
-
-def beta_hidden_ratios(fn: Fn) -> None:
-    """monotonic at ratios 1 and 2, and the demo's (12 epochs, 1 cycle, ratio 0.25, β_max 0.01)"""
-    expect_betas(fn, "monotonic", 20, 2, 1.0)
-    expect_betas(fn, "cyclical", 20, 2, 2.0)
-    expect_betas(fn, "monotonic", 12, 1, 0.25, 0.0, 0.01)
-
-
 def install_kl_beta(fn: Fn) -> None:
     def __call__(self: train.KLAnnealing, epoch: int) -> float:
         return fn(epoch, self.mode, self.epochs, self.cycles, self.ratio, self.beta_min, self.beta_max)
@@ -311,9 +309,33 @@ def install_kl_beta(fn: Fn) -> None:
     patch("kl_beta", train.KLAnnealing, "__call__", __call__)
 
 
+EXERCISES["kl_beta"] = Exercise(
+    "01_derivation", "The KL-annealing schedule", 2, "lab5.train.KLAnnealing.__call__", lab5_kl_beta,
+    checks=(
+        case("monotonic, the report's 100 epochs, 4 cycles, ratio 0.5",
+             lambda fn: expect_betas(fn, "monotonic", 100, 4, 0.5)),
+        case("cyclical, the report's 100 epochs, 4 cycles, ratio 0.5",
+             lambda fn: expect_betas(fn, "cyclical", 100, 4, 0.5)),
+        case("mode 'off': β_max every epoch", lambda fn: expect_betas(fn, "off", 10, 4, 0.5, 0.0, 0.3)),
+        case("cyclical between β_min 0.1 and β_max 0.5: 10 epochs, 2 cycles, ratio 0.25",
+             lambda fn: expect_betas(fn, "cyclical", 10, 2, 0.25, 0.1, 0.5))),
+    hidden=(
+        case("more cycles than epochs (3 epochs, 5 cycles: cycles of 1 epoch)",
+             lambda fn: expect_betas(fn, "cyclical", 3, 5, 1.0), lambda fn: expect_betas(fn, "monotonic", 3, 5, 1.0)),
+        case("monotonic at ratios 1 and 2, and the demo's (12 epochs, 1 cycle, ratio 0.25, β_max 0.01)",
+             lambda fn: expect_betas(fn, "monotonic", 20, 2, 1.0), lambda fn: expect_betas(fn, "cyclical", 20, 2, 2.0),
+             lambda fn: expect_betas(fn, "monotonic", 12, 1, 0.25, 0.0, 0.01))),
+    install=install_kl_beta)
+
+
 TF_FORM = "ratio through epoch decay_start, then max(1 − decay_step·(epoch − 1 − decay_start), floor)"
 NEVER_DECAYS = ("the ratio never decays: from epoch decay_start + 2 on it must fall by decay_step per epoch, "
                 "down to the floor (Listing 2.7)")
+
+
+def lab5_teacher_forcing_ratio(epoch: int, ratio: float, decay_start: int, decay_step: float,
+                               floor: float) -> float:
+    return LAB5["teacher_forcing_ratio"](train.TeacherForcing(ratio, decay_start, decay_step, floor), epoch)
 
 
 def expect_ratios(fn: Fn, ratio: float, decay_start: int, decay_step: float, floor: float, epochs: int = 40) -> None:
@@ -342,23 +364,12 @@ def tf_decays(fn: Fn) -> None:
     expect_ratios(fn, 1.0, 2, 0.1, 0.2, epochs=12)
 
 
-def tf_listing(fn: Fn) -> None:
-    """Listing 2.7 over 40 epochs: ratio 1, decay_start 10, decay_step 0.05, floor 0.3"""
-    expect_ratios(fn, 1.0, 10, 0.05, 0.3)
-
-
 def tf_floor(fn: Fn) -> None:
     """never below the floor (decay_step 0.5, floor 0.25)"""
     low = min(float(fn(epoch, 1.0, 1, 0.5, 0.25)) for epoch in range(12))
     if low < 0.25:
         raise ExerciseFailed(f"the ratio falls to {low:.4g}, below the floor 0.25: max(…, floor).")
     expect_ratios(fn, 1.0, 1, 0.5, 0.25, epochs=12)
-
-
-def tf_hidden(fn: Fn) -> None:
-    """ratio 0.5 from epoch 0 (then from 1, one epoch late), and no decay at all (decay_step 0)"""
-    expect_ratios(fn, 0.5, 0, 0.05, 0.0)
-    expect_ratios(fn, 1.0, 3, 0.0, 0.0)
 
 
 def install_teacher_forcing_ratio(fn: Fn) -> None:
@@ -368,6 +379,18 @@ def install_teacher_forcing_ratio(fn: Fn) -> None:
         return fn(epoch, self.ratio, self.decay_start, self.decay_step, self.floor)
 
     patch("teacher_forcing_ratio", train.TeacherForcing, "__call__", __call__)
+
+
+EXERCISES["teacher_forcing_ratio"] = Exercise(
+    "01_derivation", "The teacher-forcing ratio", 1, "lab5.train.TeacherForcing.__call__ (style 'listing')",
+    lab5_teacher_forcing_ratio,
+    checks=(tf_held, tf_decays,
+            case("Listing 2.7 over 40 epochs: ratio 1, decay_start 10, decay_step 0.05, floor 0.3",
+                 lambda fn: expect_ratios(fn, 1.0, 10, 0.05, 0.3)),
+            tf_floor),
+    hidden=(case("ratio 0.5 from epoch 0 (then from 1, one epoch late), and no decay at all (decay_step 0)",
+                 lambda fn: expect_ratios(fn, 0.5, 0, 0.05, 0.0), lambda fn: expect_ratios(fn, 1.0, 3, 0.0, 0.0)),),
+    install=install_teacher_forcing_ratio)
 
 
 # --- 03 and 05: a small CVAE and one frame's inputs -------------------------------------------------
@@ -380,35 +403,19 @@ def smoke_model(prior: str = "fixed", condition: str = "actions+positions", trai
     return cvae.CVAE(cfg, cond_dim=7).train(train)
 
 
-def frame_inputs(model: cvae.CVAE, batch: int = 3, seed: int = 0) -> dict[str, Any]:
-    """h (x_{t-1}'s code), c_prev, h_target (x_t's code), skip, x_t, and random LSTM states."""
+def smoke_frame(prior: str = "fixed", seed: int = 0, condition: str = "actions+positions", batch: int = 3,
+                train: bool = True) -> tuple[cvae.CVAE, dict[str, Any]]:
+    """A smoke model and one frame's inputs: h (x_{t-1}'s code), c_prev, h_target (x_t's code), skip, x_t, hidden."""
+    model = smoke_model(prior, condition, train)
     g, dim = torch.Generator().manual_seed(seed), model.cfg.g_dim
     h, h_target = (torch.tanh(torch.randn(batch, dim, generator=g)) for _ in range(2))
     hidden = {name: [(torch.randn(a.shape, generator=g), torch.randn(b.shape, generator=g)) for a, b in states]
               for name, states in model.init_hidden(batch, "cpu").items()}
-    training = model.training
     with torch.no_grad():
         skip = model.eval().encoder(torch.rand(batch, 3, 64, 64, generator=g))[1]
-    model.train(training)
-    return {"h": h, "c_prev": torch.randn(batch, 7, generator=g), "h_target": h_target, "hidden": hidden,
-            "skip": skip, "x_t": torch.rand(batch, 3, 64, 64, generator=g)}
-
-
-@contextlib.contextmanager
-def recording(model: cvae.CVAE) -> Iterator[dict[str, list[Any]]]:
-    """What the model's LSTMs are fed (``<name>``) and give (``<name> out``) while the block runs."""
-    seen: dict[str, list[Any]] = {}
-    handles = []
-    for name, net in (("posterior", model.posterior_net), ("prior", model.prior_net), ("predictor", model.predictor)):
-        if net is not None:
-            seen[name], seen[f"{name} out"] = [], []
-            handles.append(net.register_forward_pre_hook(lambda m, args, name=name: seen[name].append(args[0])))
-            handles.append(net.register_forward_hook(lambda m, args, out, name=name: seen[f"{name} out"].append(out)))
-    try:
-        yield seen
-    finally:
-        for handle in handles:
-            handle.remove()
+    model.train(train)
+    return model, {"h": h, "c_prev": torch.randn(batch, 7, generator=g), "h_target": h_target, "hidden": hidden,
+                   "skip": skip, "x_t": torch.rand(batch, 3, 64, 64, generator=g)}
 
 
 PRIOR_FED_XT = ("the prior was fed x_t's code (h_target): p(z_t | x_{<t}) may only see the past, so feed it "
@@ -459,19 +466,27 @@ def diagnose_predictor(model: cvae.CVAE, seen: dict[str, list[Any]], inputs: dic
 
 
 def run_recorded(fn: Fn, model: cvae.CVAE, inputs: dict[str, Any], known: bool, args: tuple[Any, ...]) -> Any:
-    """``fn(*args)`` with the model's LSTMs recorded; a diagnosis of what they were fed beats an exception."""
-    with recording(model) as seen:
-        try:
-            out = fn(*args)
-        except (NotImplementedError, ExerciseFailed):
-            raise
-        except Exception:
-            problem = diagnose_lstms(model, seen, inputs, known, finished=False)
-            if problem:
-                raise ExerciseFailed(problem + ".") from None
-            raise
-    problem = diagnose_lstms(model, seen, inputs, known)
-    if problem:
+    """``fn(*args)``, recording what the model's LSTMs are fed (``seen[name]``) and give (``seen[name + " out"]``);
+    a diagnosis of what they were fed beats an exception."""
+    seen: dict[str, list[Any]] = {}
+    handles = []
+    for name, net in (("posterior", model.posterior_net), ("prior", model.prior_net), ("predictor", model.predictor)):
+        if net is not None:
+            seen[name], seen[f"{name} out"] = [], []
+            handles.append(net.register_forward_pre_hook(lambda m, fed, name=name: seen[name].append(fed[0])))
+            handles.append(net.register_forward_hook(lambda m, fed, gave, name=name: seen[f"{name} out"].append(gave)))
+    try:
+        out = fn(*args)
+    except (NotImplementedError, ExerciseFailed):
+        raise
+    except Exception:
+        if problem := diagnose_lstms(model, seen, inputs, known, finished=False):
+            raise ExerciseFailed(problem + ".") from None
+        raise
+    finally:
+        for handle in handles:
+            handle.remove()
+    if problem := diagnose_lstms(model, seen, inputs, known):
         raise ExerciseFailed(problem + ".")
     return out
 
@@ -505,52 +520,35 @@ def expect_step(fn: Fn, model: cvae.CVAE, inputs: dict[str, Any], known: bool, w
     return ref
 
 
-def step_shapes(fn: Fn) -> None:
-    """the fixed prior, x_t known: (g, kld), g [batch, g_dim] and the KL one number, as lab5's"""
-    model = smoke_model()
-    expect_step(fn, model, frame_inputs(model), True, "fixed prior, x_t known")
-
-
-def step_learned(fn: Fn) -> None:
-    """a learned prior, x_t known: posterior on x_t's code, prior on x_{t-1}'s, predictor, KL, states"""
-    model = smoke_model("learned")
-    expect_step(fn, model, frame_inputs(model, seed=1), True, "learned prior, x_t known")
-
-
-def step_fixed_unknown(fn: Fn) -> None:
-    """the fixed prior, x_t unknown (h_target None): z from N(0, I), KL 0"""
-    model = smoke_model()
-    expect_step(fn, model, frame_inputs(model, seed=2), False, "fixed prior, x_t unknown")
-
-
-def step_learned_unknown(fn: Fn) -> None:
-    """a learned prior, x_t unknown: z from the prior's LSTM, KL 0"""
-    model = smoke_model("learned")
-    expect_step(fn, model, frame_inputs(model, seed=3), False, "learned prior, x_t unknown")
-
-
 def step_hidden_sequence(fn: Fn) -> None:
     """three frames in a row, learned prior, reading the actions only (condition 'actions')"""
-    model = smoke_model("learned", "actions")
-    inputs = frame_inputs(model, seed=4)
+    model, inputs = smoke_frame("learned", 4, "actions")
     for t in range(3):
         inputs["hidden"] = expect_step(fn, model, inputs, t != 1, f"frame {t + 1} of 3, actions only")
 
 
-def step_hidden_deterministic(fn: Fn) -> None:
-    """a deterministic model (z_dim 0, prior 'none')"""
-    model = smoke_model("none")
-    expect_step(fn, model, frame_inputs(model, seed=5), True, "deterministic model")
+EXERCISES["step"] = Exercise(
+    "03_model_build", "One frame of the training step", 3, "lab5.models.cvae.CVAE.step", LAB5["step"],
+    checks=(
+        case("the fixed prior, x_t known: (g, kld), g [batch, g_dim] and the KL one number, as lab5's",
+             lambda fn: expect_step(fn, *smoke_frame(), True, "fixed prior, x_t known")),
+        case("a learned prior, x_t known: posterior on x_t's code, prior on x_{t-1}'s, predictor, KL, states",
+             lambda fn: expect_step(fn, *smoke_frame("learned", 1), True, "learned prior, x_t known")),
+        case("the fixed prior, x_t unknown (h_target None): z from N(0, I), KL 0",
+             lambda fn: expect_step(fn, *smoke_frame("fixed", 2), False, "fixed prior, x_t unknown")),
+        case("a learned prior, x_t unknown: z from the prior's LSTM, KL 0",
+             lambda fn: expect_step(fn, *smoke_frame("learned", 3), False, "learned prior, x_t unknown"))),
+    hidden=(
+        step_hidden_sequence,
+        case("a deterministic model (z_dim 0, prior 'none')",
+             lambda fn: expect_step(fn, *smoke_frame("none", 5), True, "deterministic model"))),
+    install=install_method("step"))
 
 
-def install_method(grade_id: str) -> Callable[[Fn], None]:
-    return lambda fn: patch(grade_id, cvae.CVAE, grade_id, fn)
-
-
-def expect_frame_loss(fn: Fn, inputs: dict[str, Any], kld: float, beta: float, what: str,
+def expect_frame_loss(fn: Fn, seed: int, kld: float, beta: float, what: str, batch: int = 3,
                       train: bool = True) -> None:
-    model = smoke_model(train=train)
-    g = randn(inputs["x_t"].shape[0], model.cfg.g_dim, seed=3).tanh()
+    model, inputs = smoke_frame(seed=seed, batch=batch, train=train)
+    g = randn(batch, model.cfg.g_dim, seed=3).tanh()
     kl = torch.tensor(kld)
     want = LAB5["frame_loss"](model, g, inputs["skip"], inputs["x_t"], kl, beta)
     got = parts(fn(model, g, inputs["skip"], inputs["x_t"], kl, beta), 3, "(x_hat, loss, mse)")
@@ -571,27 +569,23 @@ def expect_frame_loss(fn: Fn, inputs: dict[str, Any], kld: float, beta: float, w
                              f"{num(want[1]):.5g}.")
 
 
-def loss_shapes(fn: Fn) -> None:
-    """returns (x_hat, loss, mse): a batch of frames and two numbers"""
-    expect_frame_loss(fn, frame_inputs(smoke_model(), seed=6), 0.7, 0.3, "β 0.3, KL 0.7")
-
-
-def loss_values(fn: Fn) -> None:
-    """loss = MSE + β·KL against lab5's reference loop, for two β"""
-    inputs = frame_inputs(smoke_model(), seed=7)
-    for beta in (0.5, 2.0):
-        expect_frame_loss(fn, inputs, 1.3, beta, f"β {beta}, KL 1.3")
-
-
-def loss_hidden(fn: Fn) -> None:
-    """β = 0 (loss = MSE), a batch of one frame, and a KL of 0"""
-    expect_frame_loss(fn, frame_inputs(smoke_model(), seed=8), 0.9, 0.0, "β 0")
-    expect_frame_loss(fn, frame_inputs(smoke_model(), batch=1, seed=9), 0.0, 1.0, "one frame, KL 0", train=False)
+EXERCISES["frame_loss"] = Exercise(
+    "03_model_build", "One frame's loss", 2, "lab5.models.cvae.CVAE.frame_loss", LAB5["frame_loss"],
+    checks=(case("returns (x_hat, loss, mse): a batch of frames and two numbers",
+                 lambda fn: expect_frame_loss(fn, 6, 0.7, 0.3, "β 0.3, KL 0.7")),
+            case("loss = MSE + β·KL against lab5's reference loop, for two β",
+                 lambda fn: expect_frame_loss(fn, 7, 1.3, 0.5, "β 0.5, KL 1.3"),
+                 lambda fn: expect_frame_loss(fn, 7, 1.3, 2.0, "β 2.0, KL 1.3"))),
+    hidden=(case("β = 0 (loss = MSE), a batch of one frame, and a KL of 0",
+                 lambda fn: expect_frame_loss(fn, 8, 0.9, 0.0, "β 0"),
+                 lambda fn: expect_frame_loss(fn, 9, 0.0, 1.0, "one frame, KL 0", batch=1, train=False)),),
+    install=install_method("frame_loss"))
 
 
 # --- 05: PSNR, and one generation step ---------------------------------------------------------------
 PER_CHANNEL = ("the MSE was pooled over the colour channels before the log: the grader's PSNR is computed per "
                "channel, 10·log10(1 / MSE) of each colour channel, then averaged over the channels")
+PER_FRAME = " ([B, T]: one number per frame)"
 
 
 def pooled_psnr(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -609,7 +603,7 @@ def frames(shape: tuple[int, ...], seed: int,
 
 
 def expect_psnr(fn: Fn, pred: torch.Tensor, truth: torch.Tensor, what: str) -> None:
-    got = shaped(fn(pred, truth), tuple(pred.shape[:2]), f"{what}: the PSNR", " ([B, T]: one number per frame)")
+    got = shaped(fn(pred, truth), tuple(pred.shape[:2]), f"{what}: the PSNR", PER_FRAME)
     want = LAB5["psnr_per_frame"](pred, truth)
     if close(got, want, 1e-5):
         return
@@ -622,22 +616,6 @@ def expect_psnr(fn: Fn, pred: torch.Tensor, truth: torch.Tensor, what: str) -> N
                          "(10·log10(1 / MSE) per colour channel, pixels in [0, 1], then the mean over the channels).")
 
 
-def psnr_shape(fn: Fn) -> None:
-    """[B, T, 3, H, W] -> [B, T]"""
-    pred, truth = frames((2, 4, 3, 16, 16), seed=1)
-    shaped(fn(pred, truth), (2, 4), "the PSNR", " ([B, T]: one number per frame)")
-
-
-def psnr_channels(fn: Fn) -> None:
-    """per colour channel: frames whose three channels have very different errors"""
-    expect_psnr(fn, *frames((2, 4, 3, 16, 16), seed=2, noise=(0.4, 0.005, 0.05)), "channels of unequal error")
-
-
-def psnr_values(fn: Fn) -> None:
-    """random frames"""
-    expect_psnr(fn, *frames((3, 5, 3, 32, 32), seed=3), "random frames")
-
-
 def psnr_exact(fn: Fn) -> None:
     """an exact channel counts as 100 dB, an exact frame scores 100 dB"""
     pred, truth = frames((2, 3, 3, 16, 16), seed=4)
@@ -646,10 +624,21 @@ def psnr_exact(fn: Fn) -> None:
     expect_psnr(fn, pred, truth, "exact channels")
 
 
-def psnr_hidden(fn: Fn) -> None:
-    """one sequence of one 8×12 frame; 16 sequences of 10 frames of 64×64 pixels"""
-    expect_psnr(fn, *frames((1, 1, 3, 8, 12), seed=5), "one frame of 8×12 pixels")
-    expect_psnr(fn, *frames((16, 10, 3, 64, 64), seed=6, noise=(0.05, 0.2, 0.01)), "16 sequences of 10 frames")
+EXERCISES["psnr_per_frame"] = Exercise(
+    "05_evaluation", "The grader's PSNR", 2, "lab5.metrics.psnr_per_frame", LAB5["psnr_per_frame"],
+    checks=(
+        case("[B, T, 3, H, W] -> [B, T]",
+             lambda fn: shaped(fn(*frames((2, 4, 3, 16, 16), seed=1)), (2, 4), "the PSNR", PER_FRAME)),
+        case("per colour channel: frames whose three channels have very different errors",
+             lambda fn: expect_psnr(fn, *frames((2, 4, 3, 16, 16), seed=2, noise=(0.4, 0.005, 0.05)),
+                                    "channels of unequal error")),
+        case("random frames", lambda fn: expect_psnr(fn, *frames((3, 5, 3, 32, 32), seed=3), "random frames")),
+        psnr_exact),
+    hidden=(case("one sequence of one 8×12 frame; 16 sequences of 10 frames of 64×64 pixels",
+                 lambda fn: expect_psnr(fn, *frames((1, 1, 3, 8, 12), seed=5), "one frame of 8×12 pixels"),
+                 lambda fn: expect_psnr(fn, *frames((16, 10, 3, 64, 64), seed=6, noise=(0.05, 0.2, 0.01)),
+                                        "16 sequences of 10 frames")),),
+    install=replacing("psnr_per_frame"))
 
 
 def expect_prediction(fn: Fn, model: cvae.CVAE, inputs: dict[str, Any], what: str) -> None:
@@ -670,118 +659,36 @@ def expect_prediction(fn: Fn, model: cvae.CVAE, inputs: dict[str, Any], what: st
     expect_states(mine, ref)
 
 
-def predict_fixed(fn: Fn) -> None:
-    """one frame with the fixed prior N(0, I): the frame, the predictor's new state"""
-    model = smoke_model()
-    expect_prediction(fn, model, frame_inputs(model, seed=10), "fixed prior")
-
-
-def predict_learned(fn: Fn) -> None:
-    """one frame with a learned prior: z from its LSTM on x_{t-1}'s code"""
-    model = smoke_model("learned")
-    expect_prediction(fn, model, frame_inputs(model, seed=11), "learned prior")
-
-
 def predict_generation(fn: Fn) -> None:
     """CVAE.generate with your predict_next: 2 conditioning frames, 3 predicted, learned prior"""
     model, g = smoke_model("learned"), torch.Generator().manual_seed(12)
     x, c = torch.rand(2, 5, 3, 64, 64, generator=g), torch.randn(2, 5, 7, generator=g)
     want = model.generate(x, c, 2, 3, torch.Generator().manual_seed(13))
-    with swapped(cvae.CVAE, "predict_next", fn):
+    with mock.patch.object(cvae.CVAE, "predict_next", fn):
         got = model.generate(x, c, 2, 3, torch.Generator().manual_seed(13))
     if not close(got, want, 1e-4):
         raise ExerciseFailed(f"CVAE.generate with your predict_next predicts other frames than lab5's (up to "
                              f"{gap(got, want):.3g} apart).")
 
 
-def predict_hidden(fn: Fn) -> None:
-    """a deterministic model (z_dim 0), one sequence, and a model reading the actions only"""
-    for prior, condition, batch in (("none", "actions+positions", 2), ("fixed", "actions+positions", 1),
-                                    ("learned", "actions", 2)):
-        model = smoke_model(prior, condition, train=batch > 1)
-        expect_prediction(fn, model, frame_inputs(model, batch=batch, seed=14), f"{prior} prior, batch {batch}")
+EXERCISES["predict_next"] = Exercise(
+    "05_evaluation", "One generation step with the prior", 2, "lab5.models.cvae.CVAE.predict_next",
+    LAB5["predict_next"],
+    checks=(
+        case("one frame with the fixed prior N(0, I): the frame, the predictor's new state",
+             lambda fn: expect_prediction(fn, *smoke_frame("fixed", 10), "fixed prior")),
+        case("one frame with a learned prior: z from its LSTM on x_{t-1}'s code",
+             lambda fn: expect_prediction(fn, *smoke_frame("learned", 11), "learned prior")),
+        predict_generation),
+    hidden=(case("a deterministic model (z_dim 0), one sequence, and a model reading the actions only",
+                 lambda fn: expect_prediction(fn, *smoke_frame("none", 14, batch=2), "none prior, batch 2"),
+                 lambda fn: expect_prediction(fn, *smoke_frame(seed=14, batch=1, train=False), "fixed prior, batch 1"),
+                 lambda fn: expect_prediction(fn, *smoke_frame("learned", 14, "actions", 2),
+                                              "learned prior, batch 2")),),
+    install=install_method("predict_next"))
 
 
-# --- the exercises, installing and checking -------------------------------------------------------------
-@dataclass(frozen=True)
-class Exercise:
-    """One exercise: its notebook, title and points, the lab5 object an answer replaces, lab5's computation
-    in the exercise's signature (``reference``), its checks (each check's docstring says what it tries) and
-    hidden checks, and how a passing answer is installed."""
-
-    notebook: str
-    title: str
-    points: int
-    replaces: str
-    reference: Fn
-    checks: tuple[Fn, ...]
-    hidden: tuple[Fn, ...]
-    install: Callable[[Fn], None]
-
-
-PATCHES: dict[str, list[tuple[Any, str, Any]]] = {}  # grade_id -> (owner, attribute, what it held)
-
-
-def patch(grade_id: str, owner: Any, name: str, value: Any) -> None:
-    PATCHES.setdefault(grade_id, []).append((owner, name, getattr(owner, name)))
-    setattr(owner, name, value)
-
-
-def replace_function(grade_id: str, original: Fn, new: Fn) -> None:
-    """Every attribute of a loaded lab5 module (this one aside) that holds ``original`` gets ``new``."""
-    for name, module in list(sys.modules.items()):
-        if module is not None and name != __name__ and (name == "lab5" or name.startswith("lab5.")):
-            for attr, value in list(vars(module).items()):
-                if value is original:
-                    patch(grade_id, module, attr, new)
-
-
-def restore(grade_id: str | None = None) -> None:
-    """Undo the installs of one exercise (default: all of them): lab5's own functions again."""
-    for gid in [grade_id] if grade_id else list(PATCHES):
-        for owner, name, old in reversed(PATCHES.pop(gid, [])):
-            setattr(owner, name, old)
-
-
-def replacing(grade_id: str) -> Callable[[Fn], None]:
-    return lambda fn: replace_function(grade_id, LAB5[grade_id], fn)
-
-
-EXERCISES: dict[str, Exercise] = {
-    "kl_gaussian": Exercise(
-        "01_derivation", "The KL between two diagonal Gaussians", 2, "lab5.models.cvae.kl_gaussian",
-        LAB5["kl_gaussian"], (kl_scalar, kl_fixed, kl_learned, kl_same, kl_batch),
-        (kl_hidden_extremes, kl_hidden_gradient), replacing("kl_gaussian")),
-    "reparameterize": Exercise(
-        "01_derivation", "The reparameterisation trick", 1, "lab5.models.networks.reparameterize",
-        lab5_reparameterize, (reparam_shape, reparam_no_noise, reparam_values, reparam_gradient),
-        (reparam_hidden_shapes, reparam_hidden_extremes), install_reparameterize),
-    "kl_beta": Exercise(
-        "01_derivation", "The KL-annealing schedule", 2, "lab5.train.KLAnnealing.__call__",
-        lab5_kl_beta, (beta_monotonic, beta_cyclical, beta_off, beta_scaled),
-        (beta_hidden_short, beta_hidden_ratios), install_kl_beta),
-    "teacher_forcing_ratio": Exercise(
-        "01_derivation", "The teacher-forcing ratio", 1, "lab5.train.TeacherForcing.__call__ (style 'listing')",
-        lab5_teacher_forcing_ratio, (tf_held, tf_decays, tf_listing, tf_floor), (tf_hidden,),
-        install_teacher_forcing_ratio),
-    "step": Exercise(
-        "03_model_build", "One frame of the training step", 3, "lab5.models.cvae.CVAE.step",
-        LAB5["step"], (step_shapes, step_learned, step_fixed_unknown, step_learned_unknown),
-        (step_hidden_sequence, step_hidden_deterministic), install_method("step")),
-    "frame_loss": Exercise(
-        "03_model_build", "One frame's loss", 2, "lab5.models.cvae.CVAE.frame_loss",
-        LAB5["frame_loss"], (loss_shapes, loss_values), (loss_hidden,), install_method("frame_loss")),
-    "psnr_per_frame": Exercise(
-        "05_evaluation", "The grader's PSNR", 2, "lab5.metrics.psnr_per_frame",
-        LAB5["psnr_per_frame"], (psnr_shape, psnr_channels, psnr_values, psnr_exact), (psnr_hidden,),
-        replacing("psnr_per_frame")),
-    "predict_next": Exercise(
-        "05_evaluation", "One generation step with the prior", 2, "lab5.models.cvae.CVAE.predict_next",
-        LAB5["predict_next"], (predict_fixed, predict_learned, predict_generation), (predict_hidden,),
-        install_method("predict_next")),
-}
-
-
+# --- checking, and the saved answers -------------------------------------------------------------------
 def run_check(grade_id: str, case: Fn, fn: Fn) -> None:
     """One check, its failure turned into ExerciseFailed with a message that names the exercise."""
     __tracebackhide__ = True
@@ -798,9 +705,8 @@ def run_check(grade_id: str, case: Fn, fn: Fn) -> None:
 
 
 def check(grade_id: str, fn: Fn, hidden: bool = False) -> None:
-    """Run exercise ``grade_id``'s checks (``hidden``: its hidden ones) on ``fn``. On success, ``fn`` replaces
-    lab5's function for the rest of the kernel and its source is saved for 04; on failure, ExerciseFailed says
-    what is wrong, and lab5 keeps (or gets back) its own function."""
+    """Run exercise ``grade_id``'s checks (``hidden``: its hidden ones) on ``fn``: if they pass, ``fn`` replaces lab5's
+    function and its source is saved for 04; if not, ExerciseFailed says what is wrong and lab5 keeps its own."""
     __tracebackhide__ = True
     exercise = EXERCISES[grade_id]
     cases = exercise.hidden if hidden else exercise.checks
@@ -852,14 +758,13 @@ def use_answers() -> list[str]:
     used = []
     for grade_id, exercise in EXERCISES.items():
         path = answers_dir() / f"{grade_id}.py"
-        if not path.is_file():
-            continue
-        try:
-            exercise.install(load_answer(path))
-        except Exception as error:  # a broken file leaves lab5's own function in place
-            print(f"{grade_id}: the saved answer does not load ({type(error).__name__}: {error}); lab5's own is used")
-            continue
-        used.append(grade_id)
+        if path.is_file():
+            try:
+                exercise.install(load_answer(path))
+                used.append(grade_id)
+            except Exception as error:  # a broken file leaves lab5's own function in place
+                print(f"{grade_id}: the saved answer does not load ({type(error).__name__}: {error}); "
+                      "lab5's own is used")
     books = sorted({EXERCISES[g].notebook[:2] for g in used})
     where = books[0] if len(books) == 1 else ", ".join(books[:-1]) + " and " + books[-1] if books else ""
     print(f"training with your {', '.join(used)} (from {where})" if used else "no saved answers: lab5's own functions")

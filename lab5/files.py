@@ -1,10 +1,5 @@
 """Files and progress: where lab5 keeps its files, writes that a kill leaves whole (the old content or
-the new, never a torn file), JSON lines, and text progress bars.
-
-The bars are text, not ipywidgets: a notebook file keeps a widget bar's first state (the later ones live
-in the browser) but a text bar's final one. They refresh about ``REFRESHES`` times over their total
-whatever the speed: each refresh is a message on a kernel's IOPub channel.
-"""
+the new, never a torn file), JSON lines, and text progress bars."""
 
 from __future__ import annotations
 
@@ -18,9 +13,9 @@ from typing import Any, BinaryIO
 
 from tqdm.std import tqdm
 
+
 def home() -> Path:
-    """Where data/, runs/ and checkpoints/ live: ``$LAB5_HOME``, else the repository checkout
-    holding this package (an editable install), else ``~/.cache/lab5``."""
+    """Where data/, runs/ and checkpoints/ live: ``$LAB5_HOME``, else this package's checkout, else ~/.cache/lab5."""
     if os.environ.get("LAB5_HOME"):
         return Path(os.environ["LAB5_HOME"])
     repo = Path(__file__).resolve().parents[1]
@@ -30,8 +25,7 @@ def home() -> Path:
 
 
 def show_path(path: str | Path) -> str:
-    """``path`` relative to the lab5 home when inside it (stable across machines, no user's directory in a stored
-    output), else absolute."""
+    """``path`` relative to the lab5 home when inside it (no user's directory in a stored output), else absolute."""
     path = Path(path)
     for a, b in ((path.absolute(), home().absolute()), (path.resolve(), home().resolve())):
         if a.is_relative_to(b):
@@ -43,10 +37,9 @@ Content = str | bytes | Callable[[BinaryIO], None]
 
 
 def write_atomic(path: str | os.PathLike, content: Content) -> None:
-    """Write ``content`` (text, bytes, or a function that writes to the binary file it is given) to
-    a temporary sibling, flush it to disk, then rename it over ``path``. Every write goes through a
-    Python file, so a full disk raises OSError (ENOSPC), also inside torch.save: given a path, torch
-    writes itself and says only ``RuntimeError: [enforce fail at inline_container.cc] unexpected pos``."""
+    """Write ``content`` (text, bytes, or a function that writes to the binary file it is given) to a temporary
+    sibling, flush it to disk, then rename it over ``path``. Through a Python file, a full disk raises OSError, also
+    in torch.save (given a path, torch says only ``RuntimeError: [enforce fail at inline_container.cc]``)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -78,13 +71,15 @@ def to_jsonl(rows: Iterable[dict[str, Any]]) -> str:
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
+
+# Text bars, not ipywidgets: a notebook file keeps a widget bar's first state but a text bar's final one. Each
+# refresh is a message on a kernel's IOPub channel, so a bar refreshes about REFRESHES times whatever the speed.
 REFRESHES = 25
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, *, total: float | None = None, **kwargs: Any) -> tqdm:
-    """A text ``tqdm(iterable, total=..., **kwargs)`` refreshing every ``total / REFRESHES`` steps, at
-    least 0.5 s apart (at most every 2 s without a known total), and once when it closes.
-    Use ``set_postfix(..., refresh=False)`` (by default it redraws at once): the next refresh shows it."""
+    """A text ``tqdm(iterable, total=..., **kwargs)`` refreshing every ``total / REFRESHES`` steps, at least 0.5 s
+    apart (2 s without a total), and on close. ``set_postfix(..., refresh=False)``: the next refresh shows it."""
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
     if total:

@@ -98,9 +98,8 @@ class Precision:
 # share it); typed, so that 1 (not a switch) is not served True's result.
 @functools.lru_cache(maxsize=None, typed=True)
 def resolve_precision(bf16: Any, channels_last: Any, device: torch.device | str) -> Precision:
-    """The Config's ``bf16`` and ``channels_last`` (each True, False or ``"auto"``) for ``device``.
-    ``bf16`` auto: on where the device computes bfloat16 natively. ``channels_last`` auto: on
-    with bf16 only (in float32 oneDNN's NCHW kernels are the faster ones: see docs/performance.md)."""
+    """The Config's ``bf16`` and ``channels_last`` (each True, False or ``"auto"``) for ``device``: ``bf16`` auto is
+    native bfloat16, ``channels_last`` auto is bf16 (in float32 oneDNN's NCHW kernels are the faster ones)."""
     check_choice("bf16", bf16, SWITCH)
     check_choice("channels_last", channels_last, SWITCH)
     device_type = torch.device(device).type
@@ -113,8 +112,7 @@ _allocator_tuned = False
 
 
 def tune_cpu_allocator() -> bool:
-    """Serve large CPU tensors from glibc's main heap, where freed blocks are reused (process-wide); whether
-    it applied (only on a glibc that accepts the threshold). ``trim_cpu_memory`` hands the memory back."""
+    """Serve large CPU tensors from glibc's main heap, where freed blocks are reused; whether it applied."""
     # glibc maps each allocation above its mmap threshold as fresh pages, which the kernel zero-fills every
     # time, and a training step allocates gigabytes that way. Raising it, and the trim threshold so the heap
     # is kept between frees, keeps those blocks for reuse.

@@ -17,9 +17,8 @@ from lab5.models.cvae import CVAE
 CONFIG, DATA_ROOT, LAST, BEST, HISTORY = "config.json", "data_root.txt", "last.pt", "best.pt", "history.jsonl"
 RUN_FILES = (CONFIG, LAST, BEST, HISTORY)
 FORMAT = 1  # of a checkpoint dict
-#: The latent preset's shipped checkpoints (docs/results.md: their betas), by what they show: the learned prior given the
-#: actions and the start position only (the arm's future must come from the actions), the learned prior without
-#: any condition (action-free), and its deterministic baseline.
+#: The latent preset's shipped checkpoints (docs/results.md: their betas): the learned prior given the actions and
+#: start position only (the arm's future must come from the actions), given nothing, and its deterministic baseline.
 SHIPPED_LATENT = {"LP, actions+start": "latent-start", "LP, action-free": "latent-free",
                   "deterministic, action-free": "latent-det"}
 
@@ -58,9 +57,8 @@ def has_checkpoint(run_dir: str | Path) -> bool:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """A checkpoint dict (``{format, model, optimizer, config, cond_dim, image_size, schedules, epoch,
-    iteration, history, best, accumulators, rng}``), written atomically; a failed write (a full disk) raises
-    OSError and leaves the previous file whole."""
+    """A checkpoint dict (``Solver.state_dict``), written atomically: a failed write (a full disk) raises OSError
+    and leaves the previous file whole."""
     write_atomic(path, lambda fh: torch.save(state, fh))
 
 
@@ -121,9 +119,8 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[CVAE, Config, t
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best") -> Path:
-    """A small shippable copy of a run: its checkpoint as best.pt without the optimizer state (Adam's moments
-    double the size and only matter for resuming), config.json and history.jsonl. ``which``: "best"
-    (``checkpoint_file``) or "last" (a stochastic model's single-sample val PSNR is a poor judge of "best")."""
+    """A small shippable copy of a run: best.pt without the optimizer state (Adam's moments double the size),
+    config.json and history.jsonl; ``which`` "best" (``checkpoint_file``) or "last" (the state after the last step)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if which not in ("best", "last"):
         raise ValueError(f"export: which must be 'best' or 'last', got {which!r}")

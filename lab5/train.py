@@ -1,15 +1,8 @@
 """Training: the Solver (train, validate, checkpoint, resume a run) and ``load_or_train``.
 
-Reproducibility and resume: the batch order of an epoch is a pure function of (seed, epoch),
-the schedules are pure functions of the epoch, and the checkpoint holds the model, the
-optimizer, the RNG states (torch's global one for the posterior's noise, a generator of its
-own for the teacher-forcing draws), the epoch and iteration counters, the running sums of the
-current epoch and the history. So a run killed at any moment and resumed from ``last.pt``
-replays exactly what the uninterrupted run would have done.
-
-Multi-process training (``torchrun``) wraps the model in DistributedDataParallel; each rank
-takes its share of every global batch and only rank 0 writes files.
-"""
+A run killed at any moment and resumed from ``last.pt`` replays exactly what the uninterrupted run would have done:
+batch order and schedules are pure functions of (seed, epoch), and the checkpoint holds every RNG state and running
+sum. Under ``torchrun`` each rank takes its share of every global batch (DistributedDataParallel); rank 0 writes."""
 
 from __future__ import annotations
 
@@ -57,8 +50,7 @@ class KLAnnealing:
 
     @classmethod
     def from_config(cls, cfg: Config, epochs: int | None = None) -> "KLAnnealing":
-        """``cfg``'s schedule, planned for ``epochs`` (default ``cfg.epochs``): a resumed run keeps the
-        plan it started with, as the report's KlAnnealing fixes its cycle length at construction."""
+        """``cfg``'s schedule planned for ``epochs`` (default ``cfg.epochs``): a resumed run keeps its plan."""
         return cls(cfg.kl_mode, epochs or cfg.epochs, cfg.kl_cycles, cfg.kl_ratio, cfg.kl_beta_min, cfg.kl_beta_max)
 
     def __call__(self, epoch: int) -> float:
@@ -99,9 +91,7 @@ class TeacherForcing:
 
 def autocast(bf16: bool, device: torch.device) -> contextlib.AbstractContextManager:
     """bfloat16 autocast when ``bf16``; a no-op otherwise."""
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -123,12 +113,9 @@ def seed_everything(seed: int) -> None:
 
 
 def epoch_batches(n: int, batch_size: int, iters: int, seed: int, epoch: int) -> list[list[int]]:
-    """The global batches of one epoch: a pure function of (seed, epoch).
-
-    ``iters`` of 0 means one pass over the data (a short last batch is kept unless it holds a
-    single sequence, which BatchNorm cannot normalise). With ``iters`` set, as many fresh
-    permutations as needed are chained.
-    """
+    """The global batches of one epoch, a pure function of (seed, epoch): one pass over the data when ``iters``
+    is 0 (with a short last batch unless it holds one sequence, which BatchNorm cannot normalise), else ``iters``
+    batches from as many chained permutations as needed."""
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     if iters == 0:
         order = torch.randperm(n, generator=gen).tolist()
@@ -141,21 +128,13 @@ def epoch_batches(n: int, batch_size: int, iters: int, seed: int, epoch: int) ->
 
 @dataclass
 class Distributed:
+    """This process's rank and the number of processes (1 without torchrun)."""
     rank: int = 0
     world: int = 1
 
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-    @classmethod
-    def from_env(cls, device: torch.device) -> "Distributed":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls()
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(dist.get_rank(), world)
 
 
 def setup_device(cfg: Config) -> tuple[torch.device, Distributed]:
@@ -165,8 +144,11 @@ def setup_device(cfg: Config) -> tuple[torch.device, Distributed]:
         tune_cpu_allocator()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ranks = Distributed.from_env(device)
-    if device.type == "cuda" and ranks.world > 1:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    ranks = Distributed(dist.get_rank(), world) if world > 1 else Distributed()
+    if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     return device, ranks
@@ -183,8 +165,7 @@ def zero_acc() -> dict[str, float]:
 
 
 class Solver:
-    """Train a CVAE on a lab-layout data root into a run directory. ``progress`` shows bars and
-    epoch lines; otherwise the epoch lines go to ``log`` when one is given."""
+    """Train a CVAE on a lab-layout data root into a run directory; without ``progress``, epoch lines go to ``log``."""
 
     def __init__(self, cfg: Config | None, data_root: str | Path, run_dir: str | Path, *, resume: bool = False,
                  force: bool = False, progress: bool = True, log: Callable[[str], None] | None = None) -> None:
@@ -237,10 +218,9 @@ class Solver:
         return model
 
     def say(self, line: str | None, warning: str | None = None) -> None:
-        if self.dist.main and line:
-            print(line, flush=True)
-        if self.dist.main and warning:
-            print(warning, file=sys.stderr, flush=True)
+        for text, stream in ((line, sys.stdout), (warning, sys.stderr)):
+            if self.dist.main and text:
+                print(text, file=stream, flush=True)
 
     def summary(self) -> str:
         """One line: the run, the step, the device and what bf16/channels_last resolved to."""
@@ -414,7 +394,6 @@ class Solver:
 @dataclass
 class TrainedRun:
     """A run directory's model (best checkpoint, eval mode), config and history."""
-
     model: CVAE
     cfg: Config
     history: list[dict[str, Any]]
@@ -425,8 +404,7 @@ class TrainedRun:
 
     @property
     def best_val_psnr(self) -> float | None:
-        vals = [r["val_psnr"] for r in self.history if r.get("val_psnr") is not None]
-        return max(vals) if vals else None
+        return max((r["val_psnr"] for r in self.history if r.get("val_psnr") is not None), default=None)
 
     def __str__(self) -> str:
         best = self.best_val_psnr
@@ -439,13 +417,9 @@ class TrainedRun:
 
 def load_or_train(cfg: Config, data_root: str | Path, run_dir: str | Path, progress: bool = True,
                   log: Callable[[str], None] = print) -> TrainedRun:
-    """Load a finished run, resume a partial one (exactly), or train a new one into ``run_dir``.
-
-    A stored run whose settings differ from ``cfg`` (other than ``RUNTIME_FIELDS``), or that has
-    more epochs than asked, raises ``RunDirError`` naming the differences: a notebook never
-    silently shows a run other than the one its parameters describe. ``progress`` shows the
-    Solver's bars and epoch lines; otherwise the epoch lines go to ``log``.
-    """
+    """Load a finished run, resume a partial one (exactly), or train a new one into ``run_dir``; a stored run
+    with other settings than ``cfg`` (``RUNTIME_FIELDS`` aside) or more epochs raises ``RunDirError``: a notebook
+    never silently shows a run other than the one its parameters describe."""
     run_dir, data_root = Path(run_dir), Path(data_root)
     epochs = rundir.stored_epochs(run_dir, cfg)
     status = "trained" if epochs is None else "loaded" if epochs == cfg.epochs else "resumed"

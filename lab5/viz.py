@@ -32,8 +32,7 @@ def to_uint8(frames: Any) -> np.ndarray:
         if (arr := np.asarray(frames)).dtype == np.uint8:
             return arr
         frames = torch.as_tensor(arr)
-    arr = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
-    return arr.movedim(-3, -1).cpu().numpy()
+    return frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
 
 def _red_border(frames: np.ndarray) -> None:
@@ -63,9 +62,8 @@ def predict_samples(model: torch.nn.Module, x: torch.Tensor, c: torch.Tensor, cf
 def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cfg: Config,
                    out: str | Path, indices: Iterable[int] = range(4), samples: int = 3,
                    seed: int = 0, device: str | torch.device = "cpu", fps: int = 4) -> Path:
-    """A GIF with one row per sequence: ground truth, then ``samples`` predictions, side by side,
-    under a header naming the columns and over a footer saying whether frame t is a conditioning
-    frame (ground truth everywhere) or a predicted one (with a red border in the sample columns)."""
+    """A GIF with one row per sequence (ground truth, then ``samples`` predictions) under a header naming the columns,
+    over a footer saying whether frame t is a conditioning frame or a predicted one (red border in the samples)."""
     idx = [i for i in indices if i < len(dataset)]
     x, c = (torch.stack([dataset[i][k][:cfg.n_frames] for i in idx]).to(device) for k in (0, 1))
     pred = to_uint8(predict_samples(model, x, c, cfg, samples, seed))   # [S,B,T,H,W,3]
@@ -83,8 +81,7 @@ def prediction_gif(model: torch.nn.Module, dataset: torch.utils.data.Dataset, cf
         kind = "conditioning frame (given)" if t < cfg.n_past else "predicted frame (red border)"
         draw.text((4, band + grid.height + 2), f"t = {t}: {kind}", fill=(0, 0, 0))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    # One palette for every frame and no dithering: the file is half the size of per-frame dithered palettes,
-    # and flat colours stay flat.
+    # One palette for all frames, no dithering: half the size of per-frame dithered palettes; flat colours stay flat.
     palette = Image.fromarray(np.concatenate([np.asarray(f) for f in frames])).quantize(255, dither=Image.Dither.NONE)
     frames = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     frames[0].save(out, save_all=True, append_images=frames[1:], duration=1000 // fps, loop=0)
@@ -99,8 +96,7 @@ def _figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0, 3.
 
 
 def _legend_under(ax: Any, *twins: Any, ncols: int = 1) -> None:
-    """``ax``'s legend (its and its twins' labelled artists, or seaborn's legend) under its x label, where it
-    covers no curve or bar; constrained layout keeps it in the figure."""
+    """``ax``'s legend (its and its twins' labelled artists, or seaborn's) under its x label: it covers nothing."""
     from matplotlib.transforms import ScaledTranslation  # heavy, as in _figure
     fig, old = ax.figure, ax.get_legend()
     fig.draw_without_rendering()  # gives the tick labels and the x label their sizes
@@ -196,8 +192,8 @@ def plot_best_of_n(curves: dict[str, dict], copy_last: float | None = None) -> F
 
 def plot_schedules(panels: dict[str, dict[str, Callable[[int], float]]],
                    epochs: int | dict[str, int]) -> Figure:
-    """One panel per schedule family, ``{"KL annealing β": {"monotonic": KLAnnealing(...), ...}}``: each
-    schedule, a callable of the epoch, is drawn as steps over ``epochs`` (one int, or one per panel title)."""
+    """One panel per schedule family, ``{"KL annealing β": {"monotonic": KLAnnealing(...), ...}}``: each schedule
+    (a callable of the epoch) drawn as steps over ``epochs`` (one int, or one per panel title)."""
     fig, axes = _figure(len(panels), size=(5.0, 3.4))
     for ax, (title, curves) in zip(axes[0], panels.items()):
         n = epochs[title] if isinstance(epochs, dict) else epochs
@@ -264,9 +260,8 @@ def plot_eval_curves(results: dict) -> Figure:
     metrics = [("psnr", "PSNR (dB)", "PSNR")] + ([("ssim", "SSIM", "SSIM")] if "ssim" in results else [])
     fig, axes = _figure(len(metrics), size=(4.8, 3.4))
     for ax, (key, ylabel, name) in zip(axes[0], metrics):
-        copy_last = results["copy_last"][f"{key}_per_frame"]
-        plot_per_frame({"CVAE": results[key]["per_frame"], "copy last frame": copy_last}, p["n_past"], ylabel,
-                       f"{name} per predicted frame", ax=ax)
+        plot_per_frame({"CVAE": results[key]["per_frame"], "copy last frame": results["copy_last"][f"{key}_per_frame"]},
+                       p["n_past"], ylabel, f"{name} per predicted frame", ax=ax)
     fig.suptitle(f"{p['split']} split, {p['sequences']} sequences, {p['samples']} sample(s) each", fontsize=10)
     return fig
 
@@ -294,10 +289,9 @@ def plot_conditions(df: Any) -> Figure:
 
 def _player(n_frames: int, frame: Callable[..., tuple[np.ndarray, str]], control: tuple[str, dict] | None,
             scale: int, fps: int, n_past: int, title: str) -> Any:
-    """Play and a frame slider (linked in the browser), then ``control`` (an ipywidgets class name and its arguments)
-    if any, over a caption and an image: ``frame(t[, control value])``'s panels ``[n, H, W, 3]`` and caption. It opens
-    at a middle predicted frame. Its display bundle also holds that view as a PNG and ``title`` as text: what a
-    notebook shows where the widget cannot render (untrusted, as a fresh clone is); with a kernel the widget is live."""
+    """Play, a frame slider and ``control`` (an ipywidgets class name and its arguments) over the caption and panels
+    ``frame(t[, control value])`` returns, opening at a middle predicted frame. Its display bundle also holds that view
+    as a PNG and ``title`` as text: what a notebook shows where the widget cannot render (untrusted, a fresh clone)."""
     import ipywidgets as widgets  # optional (the dev extra): only the notebooks' players need it
     start = min((n_past + n_frames) // 2, n_frames - 1)
     play = widgets.Play(value=start, min=0, max=n_frames - 1, interval=1000 // fps, description="play")
@@ -366,8 +360,7 @@ def frame_player(truth: torch.Tensor, samples: torch.Tensor, n_past: int, n_samp
 
 
 def spread_frames(samples: torch.Tensor) -> np.ndarray:
-    """Where ``[S, T, 3, H, W]`` samples disagree: the per-pixel std across them (mean over colour) as
-    ``[T, H, W, 3]`` uint8 grey (white = 0.25 or more)."""
+    """Per-pixel std across samples ``[S, T, 3, H, W]`` (colour mean) as ``[T, H, W, 3]`` grey, white >= 0.25."""
     std = samples.float().std(0, unbiased=False).mean(1)       # [T, H, W]
     grey = (std / 0.25).clamp(0, 1).mul(255).round().byte().numpy()
     return np.repeat(grey[..., None], 3, -1)

@@ -1,11 +1,8 @@
 """The notebooks' own API (setup cell, parameters, what a notebook shows) and running them with papermill.
 
-Every notebook opens with ``device = wb.setup(globals(), seed=0)``, a papermill ``parameters`` cell and
-``P = wb.params(globals(), "04_training")``. ``setup`` unbinds every name that can be a parameter (left from an
-earlier run in the same kernel) and remembers the namespace; ``params`` checks the names bound since. A name that is
-neither a declared parameter (``NOTEBOOKS``) nor a ``Config`` field raises ``ConfigError`` naming it, so
-``papermill 04_training.ipynb out.ipynb -p bogus 1`` fails at once instead of silently training with the defaults.
-"""
+A notebook opens with ``wb.setup(globals())``, its ``parameters`` cell and ``wb.params(globals(), name)``, which
+checks the names bound since: one neither declared (``NOTEBOOKS``) nor a ``Config`` field raises ``ConfigError``, so
+``papermill ... -p bogus 1`` fails at once instead of silently training with the defaults."""
 
 from __future__ import annotations
 
@@ -56,9 +53,8 @@ STREAMED = ("04_training",)
 
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
 _PLAIN = (type(None), bool, int, float, str, list, tuple, dict, Path)
-# setup() keeps what it saw in the notebook's own namespace (an underscore name is never taken
-# for a parameter): it lives and dies with the kernel session. "baseline": the namespace when setup()
-# ran (values kept to spot rebinding); "names": the parameter names, fixed at the first check.
+# setup()'s record, kept in the notebook's namespace (an underscore name is never a parameter) so that it lives with
+# the kernel: "baseline", the namespace at setup (to spot rebinding); "names", the parameters, fixed at the first check.
 _WINDOW = "_lab5_parameter_window"
 
 
@@ -68,10 +64,8 @@ def setup(namespace: dict[str, Any], seed: int = 0, threads: int | None = None) 
     import matplotlib  # heavy: kept off the import path of `python -m lab5 --help`
     import pandas as pd  # heavy, as matplotlib
     import seaborn as sns  # heavy, as matplotlib
-    # A second Run All in the same kernel: the previous run's values are still bound, and the
-    # parameters cell may bind a name to the very object it already holds (a small int, True,
-    # None), which no snapshot can tell from "unchanged". Unbinding every name that can be a
-    # parameter makes whatever the parameters cell (and papermill) bind next count, every run.
+    # On a second Run All the parameters cell may rebind a name to the very object it holds (a small int, True,
+    # None), which no snapshot can tell from "unchanged": unbound here, whatever is bound next counts.
     for name in (FIELD_TYPES.keys() | PARAM_TYPES.keys()) & namespace.keys():
         del namespace[name]
     namespace[_WINDOW] = {"baseline": dict(namespace)}
@@ -84,9 +78,8 @@ def setup(namespace: dict[str, Any], seed: int = 0, threads: int | None = None) 
     pd.set_option("display.width", 120, "display.max_colwidth", 60)
     ip = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None   # a kernel has imported it
     if ip is not None:
-        # lab5.viz builds Figures without pyplot: the inline backend registers the formatter that
-        # renders a Figure a cell returns as an image; text/plain is what a viewer without images
-        # shows (and what nbval compares).
+        # lab5.viz builds Figures without pyplot: the inline backend renders a Figure a cell returns as an image;
+        # text/plain is what a viewer without images shows (and what nbval compares).
         ip.run_line_magic("matplotlib", "inline")
         ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
         ip.display_formatter.formatters["text/plain"].for_type(matplotlib.figure.Figure, lambda fig, p, cycle: p.text(
@@ -140,8 +133,7 @@ class NotebookParams:
         return self.name.replace(",", "_").replace("=", "-").replace("/", "_")
 
     def __str__(self) -> str:
-        """Where the notebook reads and writes, the overrides, and the settings a reader cares about (05's come
-        from the checkpoint it evaluates: ``evaluation_run`` prints them)."""
+        """Where the notebook reads and writes, the overrides, and the settings (05 prints its checkpoint's)."""
         data = "embedded (simulated)" if self.data_root is None else show_path(self.data_root)
         lines = [f"notebook {self.notebook}: preset '{self.preset}', data {data}"]
         if self.run_dir is not None:
@@ -165,8 +157,7 @@ def describe_config(cfg: Config) -> list[str]:
 def run_name(preset: str, overrides: dict[str, Any], data_root: str | Path | None = None) -> str:
     """``demo``; ``demo,lr=0.001,z_dim=16`` when settings that change the run are overridden;
     ``demo,data=bair`` for a run on the data root ``.../bair`` instead of the embedded set."""
-    parts = [f"{k}={overrides[k]}" for k in sorted(overrides)
-             if k not in RUNTIME_FIELDS and k != "preset" and overrides[k] is not None]
+    parts = [f"{k}={v}" for k, v in sorted(overrides.items()) if k not in RUNTIME_FIELDS and v is not None]
     if data_root is not None:
         parts.append(f"data={Path(data_root).name or 'root'}")
     return ",".join([preset, *parts])
@@ -236,9 +227,8 @@ def data_root(params: NotebookParams, evaluation: bool = False) -> Path:
 
 
 def evaluation_run(params: NotebookParams) -> tuple[CVAE, Config, Path, torch.device]:
-    """The run 05 evaluates, and why: ``run_dir`` when given; else, on a user data root, the run 04
-    trained there (same parameters) if any; else the shipped demo for the demo preset without model
-    overrides; else the run of 04 (saying so when the shipped demo is missing)."""
+    """The run 05 evaluates: ``run_dir``; else, on a user data root, the run 04 trained there if any; else the shipped
+    demo for the demo preset without model overrides; else the run of 04 (saying so when the demo is missing)."""
     own, demo = home() / "runs" / params.name, shipped_demo()
     is_demo = run_name(params.preset, params.overrides) == "demo"
     looked = [demo] * is_demo + [own]
@@ -274,9 +264,8 @@ def latent_results(params: NotebookParams, models: dict[str, CVAE], data: Any, r
 def save_figure(fig: Any, name: str, params: NotebookParams) -> Path:
     """Save ``fig`` as ``<figures_dir>/<name>_<run stem>.png`` and print where: the stem names the run, so a
     parameterised run never overwrites the figures of another (or the committed ones)."""
-    folder = Path(params.figures_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}_{params.stem}.png"
+    path = Path(params.figures_dir) / f"{name}_{params.stem}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     # No metadata: the same figure gives the same bytes, so regenerated files diff cleanly.
     fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
     print(f"saved {show_path(path)}")
@@ -292,8 +281,7 @@ def save_results(results: dict[str, Any], params: NotebookParams) -> Path:
 
 
 def show_image(path: str | Path) -> Any:
-    """An image file (PNG, GIF) embedded as a cell output: it shows wherever the executed notebook is written,
-    where a Markdown link to figures/ would break."""
+    """An image file (PNG, GIF) as a cell output: unlike a link to figures/, it shows wherever the notebook is."""
     from IPython.display import Image  # only inside a kernel
     return Image(filename=str(path))
 
@@ -335,8 +323,7 @@ def notebooks_dir() -> Path:
 
 
 def route_parameters(notebook: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The values meant for ``notebook``: Config fields, and its declared ones unless at their default (no cell
-    is injected for them)."""
+    """The values meant for ``notebook``: Config fields, and its declared ones unless at their default."""
     declared = NOTEBOOKS[notebook]
     return {k: v for k, v in values.items()
             if (k in declared and v != declared[k]) or (k not in declared and k in FIELD_TYPES)}
@@ -408,10 +395,8 @@ WIDGET_VIEW, WIDGET_STATE = "application/vnd.jupyter.widget-view+json", "applica
 
 
 def prune_widget_state(nb: Any) -> None:
-    """Keep the stored state of the widgets an output shows and of the models they refer to (``IPY_MODEL_<id>``, an
-    Output widget's ``model_id``), their controls disabled: a trusted notebook with an idle kernel renders them from it
-    as a still view (the callbacks need the cell run again). Drop the rest (a training log's progress bars), and the
-    metadata key when no widget is shown."""
+    """Keep the stored state of the widgets an output shows and of the models they refer to, controls disabled (a
+    trusted notebook renders them as a still view); drop the rest (progress bars), or the key if none is shown."""
     states = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     todo = [o["data"][WIDGET_VIEW]["model_id"] for cell in nb.cells for o in cell.get("outputs", [])
             if WIDGET_VIEW in o.get("data", {})]
@@ -496,9 +481,7 @@ def sweep_metrics(folder: Path) -> dict[str, Any]:
     """Best validation PSNR of a grid point's run, and its test and copy-last PSNR from 05's results."""
     vals = [r["val_psnr"] for r in read_history(folder / "run") if r.get("val_psnr") is not None]
     metrics: dict[str, Any] = {"best_val_psnr": round(max(vals), 3) if vals else None}
-    results = sorted((folder / "figures").glob("05_results_*.json"))
-    if results:
+    if results := sorted((folder / "figures").glob("05_results_*.json")):
         res = json.loads(results[-1].read_text())
-        metrics["test_psnr"] = round(res["psnr"]["mean"], 3)
-        metrics["copy_last_psnr"] = round(res["copy_last"]["psnr"], 3)
+        metrics.update(test_psnr=round(res["psnr"]["mean"], 3), copy_last_psnr=round(res["copy_last"]["psnr"], 3))
     return metrics

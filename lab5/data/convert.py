@@ -1,16 +1,7 @@
-"""Convert the original BAIR release (TFRecords) to the lab layout, without TensorFlow.
-
-Input: ``SRC/{train,test[,val]}/traj_<a>_to_<b>.tfrecords`` (``softmotion30_44k`` from
-``bair_robot_pushing_dataset_v0.tar``; SRC may be that folder or its parent), 256 tf.train.Example
-per file, each holding per frame t ``{t}/image_aux1/encoded`` (raw uint8 64x64x3 bytes, the camera
-the lab uses), ``{t}/action`` (4 floats) and ``{t}/endeffector_pos`` (3 floats). Output:
-``DST/<split>/<tfrecords file name>/<k>/`` in the lab layout, k the record's index in its file.
-
-Validation split: ``SRC/val`` if it exists, else the first ``ceil(val_fraction * n)`` train files in
-natural order (at most n - 1, none if ``val_fraction <= 0`` or n < 2), as SAVP's preprocessing does:
-with the default 0.05 and BAIR's 169 train files, SAVP's 9 files. Restartable: sequences are renamed
-into place when complete and ``DST/.lab5_convert.json`` records the source, the split plan and the
-finished files, so a rerun skips finished work."""
+"""Convert the original BAIR release (``softmotion30_44k/{train,test}/*.tfrecords``, frames ``{t}/image_aux1/encoded``,
+``{t}/action``, ``{t}/endeffector_pos``) to the lab layout ``DST/<split>/<file name>/<k>/``, without TensorFlow.
+Validation: ``SRC/val``, else the first train files as SAVP's preprocessing takes them. Restartable:
+``DST/.lab5_convert.json`` records the source, the split plan and the finished files."""
 
 from __future__ import annotations
 
@@ -52,7 +43,8 @@ def _resolve_src(src: Path) -> Path:
 
 
 def n_val_files(n_train: int, val_fraction: float) -> int:
-    """How many leading train files become ``validate`` when SRC has no ``val`` folder."""
+    """How many leading train files become ``validate`` when SRC has no ``val`` folder: ``ceil(val_fraction * n)``,
+    at most n - 1 (SAVP's 9 of BAIR's 169 at 0.05)."""
     if val_fraction <= 0 or n_train < 2:
         return 0
     # 1e-9 absorbs float fuzz (0.05 * 20 must give 1, not 2)
@@ -83,8 +75,7 @@ def _feature(feats: Any, key: str, kind: str, where: str) -> Any:
 
 def decode_example(record: bytes | memoryview, where: str,
                    image_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One serialized BAIR example → frames uint8 [T, S, S, 3], actions and positions float32;
-    ``where`` ("<file>: record <k>") prefixes every error message."""
+    """A serialized BAIR example → frames uint8 [T, S, S, 3], actions, positions float32 (errors: ``where: …``)."""
     ex = example_pb2.Example()
     try:
         ex.ParseFromString(record)
@@ -148,10 +139,8 @@ def _start_state(src: Path, dst: Path, plan_json: list[list[str]], force: bool) 
 
 def convert_bair(src: PathLike, dst: PathLike, force: bool = False, val_fraction: float = 0.05,
                  image_size: int = 64, progress: bool = True) -> dict[str, Any]:
-    """Convert the BAIR TFRecords under ``src`` to the lab layout under ``dst``; return a summary
-    (sequences per split, written, skipped, seconds). Refuses a non-empty ``dst`` unless it holds a
-    conversion of the same ``src`` (which is resumed) or ``force=True`` (writes into ``dst`` anyway,
-    replacing sequence folders that exist; other files are left alone)."""
+    """Convert the BAIR TFRecords under ``src`` to the lab layout under ``dst``; return a summary. A non-empty
+    ``dst`` must hold a conversion of ``src`` (resumed), unless ``force=True`` (its sequence folders replaced)."""
     t0 = time.perf_counter()
     src, dst = _resolve_src(Path(src)), Path(dst)
     plan = [(split, p, p.relative_to(src).as_posix()) for split, p in plan_splits(src, val_fraction)]

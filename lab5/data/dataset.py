@@ -1,18 +1,7 @@
-"""The torch ``Dataset`` over a lab-layout split (see :mod:`lab5.data.layout` for the files), and
-its uint8 memmap cache, so training does not decode PNGs every epoch. The cache of a split, in
-``<root>/.lab5_cache/`` (or ``out``):
-
-- ``<split>.frames.npy``  uint8 [N, T, 3, H, W] (already channels-first: an item is one slice)
-- ``<split>.cond.npy``    float32 [N, T, A + P]
-- ``<split>.index.json``  sequence paths (relative to the split folder) in dataset order, shapes,
-  a fingerprint of the source files (max mtime in ns, file count, total bytes) and a format version.
-
-A cache is used only if its sequence list and the fingerprint of the current source files equal the
-recorded ones, so touching, editing, adding or deleting any frame or CSV makes it stale (the reader
-falls back to the PNGs); the fingerprint is taken *before* the sources are read. Writing streams
-one sequence at a time into memmaps (constant memory even for BAIR's 15 GB train split) under
-temporary names renamed into place; the index is removed first and written last, so an
-interrupted build leaves no cache, never a mismatched one."""
+"""The torch ``Dataset`` over a lab-layout split, and its uint8 memmap cache in ``<root>/.lab5_cache/`` so
+training does not decode PNGs every epoch: ``<split>.frames.npy`` (uint8 [N, T, 3, H, W]), ``<split>.cond.npy``
+(float32 [N, T, A + P]) and ``<split>.index.json`` (sequences, shapes, a fingerprint of the source files). A
+cache whose sequences or fingerprint differ from the files on disk is stale: the reader decodes the PNGs."""
 
 from __future__ import annotations
 
@@ -57,8 +46,8 @@ def _relative(sequences: Iterable[Path]) -> list[str]:
 
 
 def source_fingerprint(sequences: Iterable[Path]) -> dict[str, int]:
-    """max mtime (ns), count and total size of every frame and CSV of the given sequences: one stat
-    per file. Sizes and counts catch what mtimes miss (a file replaced by an older copy, a deleted frame)."""
+    """Max mtime (ns), count and total size of the sequences' frames and CSVs: sizes and counts catch what
+    mtimes miss (a file replaced by an older copy, a deleted frame)."""
     max_ns = n_files = total = 0
     for seq in sequences:
         try:
@@ -74,8 +63,7 @@ def source_fingerprint(sequences: Iterable[Path]) -> dict[str, int]:
 
 def open_cache(root: PathLike, split: str, sequences: list[Path],
                cache_dir: PathLike | None = None) -> tuple[LoadedCache | None, str]:
-    """The cache of ``split`` if it is fresh for ``sequences``, and a status saying why not:
-    ``"used"``, ``"absent"`` or ``"stale: <path>: <reason>"``."""
+    """The cache of ``split`` if fresh for ``sequences``, and ``"used"``, ``"absent"`` or ``"stale: <path>: <why>"``."""
     frames_path, cond_path, index_path = _paths(cache_dir_for(root, cache_dir), split)
     if not index_path.is_file():
         return None, "absent"
@@ -107,17 +95,14 @@ def open_cache(root: PathLike, split: str, sequences: list[Path],
 
 
 def load_cache(root: PathLike, split: str, cache_dir: PathLike | None = None) -> LoadedCache | None:
-    """Memmapped ``(frames, cond, index, …)`` of a fresh cache, or None if absent or stale.
-    Raises :class:`DatasetError` only for problems with the data root itself."""
+    """The fresh cache of ``split`` (memmapped), else None; DatasetError only for problems with the root."""
     return open_cache(root, split, find_sequences(root, split), cache_dir)[0]
 
 
 def build_cache(root: PathLike, splits: Iterable[str] | None = None, out: PathLike | None = None,
                 progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Decode every sequence of ``splits`` (default: all present) into the cache; return a summary
-    per split (sequences, shapes, bytes, seconds, paths). Every image and CSV is fully validated on
-    the way, so a cache only holds data that passed ``check``. A cache in ``out`` is found by passing
-    ``cache_dir=out`` to :class:`BairDataset` / :func:`load_cache`."""
+    """Decode (and fully validate) every sequence of ``splits`` (default: all present) into the cache (in ``out``:
+    pass ``cache_dir=out`` to read it); return a summary per split (sequences, shapes, bytes, seconds, paths)."""
     root = root_dir(root)
     if splits is None:
         splits = present_splits(root, f"no split folder ({', '.join(SPLITS)}) under the data root")
@@ -133,7 +118,7 @@ def build_cache(root: PathLike, splits: Iterable[str] | None = None, out: PathLi
 def _build_split(root: Path, split: str, cdir: Path, progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     sequences = find_sequences(root, split)
-    fingerprint = source_fingerprint(sequences)  # before reading: see module docstring
+    fingerprint = source_fingerprint(sequences)  # before reading: a file changed meanwhile makes the cache stale
     paths = _paths(cdir, split)
     tmps = [p.with_name(p.name + f".tmp-{os.getpid()}") for p in paths[:2]]
     agree = Agreement()
@@ -167,28 +152,16 @@ def _build_split(root: Path, split: str, cdir: Path, progress: bool) -> dict[str
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [T, 3, H, W] → float32 in [0, 1]. Both the PNG and the cache path go through here,
-    so they give bit-identical tensors."""
+    """uint8 [T, 3, H, W] → float32 in [0, 1], for the PNG and the cache path alike (bit-identical tensors)."""
     return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255.0)
 
 
 class BairDataset(torch.utils.data.Dataset):
-    """Sequences of one split as ``(frames float32 [T, 3, H, W] in [0, 1], cond float32 [T, C])``.
-
-    - ``n_frames``: window length T (``None``: the whole sequence), the first frames unless
-      ``random_window``: then its start is drawn from ``np.random.default_rng([seed, epoch, index])``,
-      the same for a resumed run and any number of DataLoader workers. Call :meth:`set_epoch` every
-      epoch (with non-persistent workers, which copy the dataset when each epoch's iterator starts).
-    - ``use_cache``: read the uint8 memmap written by :func:`build_cache` when it exists and is
-      fresh (same sequences, no source file changed since); otherwise decode PNGs.
-      ``using_cache`` tells which; ``cache_status`` says why.
-    - ``validate``: check every sequence's files and CSVs now, so errors surface at once
-      (skipped when a fresh cache is used: it was built from fully checked files that have not
-      changed since). Images are decoded at access time (all of them now would cost an epoch).
-    - ``cache_dir``: where the cache lives if not ``<root>/.lab5_cache`` (e.g. read-only data).
-
-    Attributes: ``sequences`` (folders), ``seq_len`` (frames per sequence on disk), ``image_size``,
-    ``action_dim``, ``position_dim`` and ``cond_dim`` (their sum, the condition's width)."""
+    """Sequences of one split as ``(frames float32 [T, 3, H, W] in [0, 1], cond float32 [T, C])``: windows of
+    ``n_frames`` (None: whole sequences), the first frames or, with ``random_window``, a start drawn from
+    ``[seed, epoch, index]`` (call :meth:`set_epoch` every epoch). ``use_cache``: read a fresh cache (in
+    ``cache_dir``, default ``<root>/.lab5_cache``) instead of PNGs (``using_cache``; ``cache_status`` says why
+    not). ``validate``: check every sequence's files and CSVs now, not on access (a fresh cache needs no check)."""
 
     def __init__(self, root: PathLike, split: str, n_frames: int | None = 12, random_window: bool = False,
                  seed: int = 0, use_cache: bool = True, validate: bool = True,

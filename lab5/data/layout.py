@@ -1,15 +1,7 @@
-"""The BAIR "lab layout" on disk: find, validate, read and write sequences::
-
-    <root>/<split>/<traj folder>/<k>/0.png … {T-1}.png    T frames, square RGB (64x64 for BAIR)
-                                   actions.csv               T rows x A columns (BAIR: A = 4)
-                                   endeffector_positions.csv T rows x P columns (BAIR: P = 3)
-
-``split`` is ``train``, ``validate`` or ``test``; traj folder names may keep a ``.tfrecords``
-suffix; CSVs are comma-separated without a header (numpy ``savetxt`` default ``%.18e``). Every
-problem raises :class:`DatasetError` whose message starts with the offending path and says what is
-wrong, so a student can fix the file rather than read a traceback. Hidden entries are ignored.
-:func:`check_root` (``python -m lab5 data check ROOT``) validates a whole root once, decoding every
-image; training then only needs the cheap checks ``BairDataset`` does."""
+"""The BAIR "lab layout" on disk, ``<root>/{train,validate,test}/<traj folder>/<k>/`` holding T square RGB
+frames ``0.png … {T-1}.png`` and header-less CSVs ``actions.csv`` (T x A) and ``endeffector_positions.csv``
+(T x P): find, validate, read and write sequences. Every problem raises :class:`DatasetError` naming the
+offending path, so a student can fix the file rather than read a traceback."""
 
 from __future__ import annotations
 
@@ -40,8 +32,7 @@ class DatasetError(Exception):
 
 
 def natural_key(name: str) -> tuple[list[Any], str]:
-    """Sort key that orders ``traj_256_to_511`` before ``traj_1024_to_1279`` (numbers by value);
-    the raw name breaks ties ("a01" vs "a1")."""
+    """Sort key that orders ``traj_256_to_511`` before ``traj_1024_to_1279``; the raw name breaks ties."""
     parts = re.split(r"([0-9]+)", name)
     return [int(p) if i % 2 else p for i, p in enumerate(parts)], name
 
@@ -73,8 +64,7 @@ def present_splits(root: Path, missing: str) -> list[str]:
 
 
 def find_sequences(root: PathLike, split: str) -> list[Path]:
-    """Sequence folders of ``root/split``: traj folders in natural order, then ``int(k)``. The order
-    never depends on the file system, so indices, caches and random windows agree across machines."""
+    """Sequence folders of ``root/split``: traj folders in natural order, then ``int(k)``, on every file system."""
     root = root_dir(root)
     split_dir = root / split
     if not split_dir.is_dir():
@@ -129,8 +119,7 @@ def _parse_field(path: Path, lineno: int, col: int, field: str) -> float:
 
 
 def read_csv_matrix(path: PathLike, expected_rows: int | None = None) -> np.ndarray:
-    """Parse a header-less comma-separated matrix of finite numbers (float64 [rows, cols]).
-    Hand-written rather than ``np.loadtxt`` so every error can name the line and column."""
+    """A header-less CSV of finite numbers as float64 [rows, cols] (not ``np.loadtxt``: errors name line and column)."""
     path = Path(path)
     try:
         lines = path.read_bytes().decode("utf-8").splitlines()
@@ -161,8 +150,7 @@ def read_csv_matrix(path: PathLike, expected_rows: int | None = None) -> np.ndar
 
 
 def read_frame(path: PathLike, expected_size: int | None = None, ref: str = "") -> np.ndarray:
-    """Decode one frame to uint8 [H, W, 3]; refuse anything that is not opaque 8-bit RGB.
-    ``expected_size``: side length the frame must have (``ref`` names where it comes from)."""
+    """Decode one opaque 8-bit RGB frame to uint8 [H, W, 3], of side ``expected_size`` if given (``ref``: whose)."""
     path = Path(path)
     try:
         with Image.open(path) as img:
@@ -211,9 +199,8 @@ def sequence_info(seq_dir: Path) -> SequenceInfo:
 
 def read_sequence(seq_dir: PathLike, n_frames: int | None = None,
                   start: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Frames uint8 [T, H, W, 3] and condition float32 [T, A + P] (actions, then end-effector
-    positions) of frames ``start … start + n_frames - 1`` (default: all from ``start``). Both CSVs
-    are validated whole whatever the window, so a broken row never hides behind a window."""
+    """Frames uint8 [T, H, W, 3] and condition float32 [T, A + P] (actions, then positions) of frames
+    ``start …`` (default: all); both CSVs are validated whole, so no broken row hides behind a window."""
     frames, cond, _ = Agreement().read(Path(seq_dir), n_frames, start)
     return frames, cond
 
@@ -247,21 +234,18 @@ class Agreement:
         actions, positions = read_csvs(seq, total)
         cond = np.concatenate([actions, positions], axis=1)[start : start + n_frames]
         first = read_frame(seq / f"{start}.png", self.image_size)
-        frames = np.empty((n_frames, *first.shape), dtype=np.uint8)
-        frames[0] = first
         # Later frames must match the first one read (or image_size, whose ref is the whole dataset).
         ref = "the rest of the dataset" if self.image_size is not None else f"{start}.png"
-        for j in range(1, n_frames):
-            frames[j] = read_frame(seq / f"{start + j}.png", first.shape[0], ref)
+        frames = np.stack([first] + [read_frame(seq / f"{start + j}.png", first.shape[0], ref)
+                                     for j in range(1, n_frames)])
         info = self.check(seq, SequenceInfo(total, actions.shape[1], positions.shape[1]), first.shape[0])
         return frames, cond.astype(np.float32), info
 
 
 def write_sequence(seq_dir: PathLike, frames: np.ndarray, actions: np.ndarray, positions: np.ndarray,
                    overwrite: bool = False, compress_level: int | None = None) -> None:
-    """Write frames uint8 [T, H, W, 3], actions [T, A] and positions [T, P] as one sequence, into a
-    hidden sibling folder renamed into place when complete: an interrupted writer never leaves a
-    half-written sequence that looks finished. ``compress_level``: PNG zlib level (None: PIL's)."""
+    """Write frames uint8 [T, H, W, 3], actions [T, A] and positions [T, P] as one sequence, in a hidden folder
+    renamed into place when complete: never a half-written sequence that looks finished."""
     seq_dir = Path(seq_dir)
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -279,8 +263,7 @@ def write_sequence(seq_dir: PathLike, frames: np.ndarray, actions: np.ndarray, p
     for name, values in ((ACTIONS_CSV, actions), (POSITIONS_CSV, positions)):
         # float32 → float64 is exact, and %.18e round-trips it: the CSV holds the very values
         np.savetxt(tmp / name, np.asarray(values, np.float64).reshape(len(frames), -1), delimiter=",")
-    replacing = seq_dir.exists()
-    if replacing:
+    if replacing := seq_dir.exists():
         os.rename(seq_dir, old)
     os.rename(tmp, seq_dir)
     if replacing:
@@ -311,15 +294,11 @@ class CheckReport(NamedTuple):
         return "\n".join([r.line() for r in self.splits.values()] + [f"OK: {self.root}"])
 
 
-def check_root(root: PathLike, splits: list[str] | None = None, echo: bool = False,
-               progress: bool = False) -> CheckReport:
-    """Validate every split present (at least one must exist), decoding every image; all sequences of
-    all splits must agree (a model trained on one split is evaluated on another). Raises
-    :class:`DatasetError` at the first problem. ``echo`` prints each split's line once it is checked."""
+def check_root(root: PathLike, echo: bool = False, progress: bool = False) -> CheckReport:
+    """Validate every split present, decoding every image (``python -m lab5 data check``): all sequences of
+    all splits must agree, as a model trained on one is evaluated on another. ``echo``: print each split's line."""
     root = root_dir(root)
-    if splits is None:
-        splits = present_splits(root, f"no split folder under the data root (expected at least one of "
-                                      f"{', '.join(SPLITS)})")
+    splits = present_splits(root, f"no split folder under the data root (expected at least one of {', '.join(SPLITS)})")
     report, agree = CheckReport(root, {}), Agreement()
     for split in splits:
         sequences = find_sequences(root, split)

@@ -1,29 +1,17 @@
 """The conditional VAE (SVG's family): its networks wired per frame, the loss it trains on, and how it
 generates.
 
-Every loop over frames (training's two forms, generation, the test-time KL) runs ``CVAE.step``, the
-one function that steps a single frame: the predictor's input for frame t is ``[h_{t-1}, z_t, c_{t-1}]``
-(the encoding of the previous frame, the latent, the previous frame's condition), and z_t comes from
-the posterior q(z_t | x_<=t) when frame t is known, from the prior p(z_t | x_<t) when it is not.
+Every loop over frames (training's forms, generation, the test-time KL) runs ``CVAE.step``: the predictor's
+input for frame t is ``[h_{t-1}, z_t, c_{t-1}]``, and z_t comes from the posterior q(z_t | x_<=t) when frame t
+is known, from the prior p(z_t | x_<t) when it is not.
 
-The per-sequence loss is  Σ_t MSE(x̂_t, x_t) + β·Σ_t KL(q_t ‖ p_t)  over frames t = 1..T−1. The ELBO
-is E_q[log p(x|z)] − KL(q ‖ p) (the report's eq. 1.1 writes + KL: a sign error); with a
-fixed-variance Gaussian likelihood −log p(x|z) is MSE up to scale and constant, so minimising
-MSE + β·KL maximises a β-weighted ELBO. ``forward`` computes it in one of three ways (``cfg.step``):
-
-* ``reference``: the lab's loop (and SVG's), frame by frame, each frame encoded twice per step (as the
-  previous frame and as the posterior's target).
-* ``exact``: the same maths with each true frame encoded once, all frames in one encoder call and,
-  under teacher forcing, all predictions in one decoder call, with per-frame BatchNorm statistics:
-  loss and gradients equal the reference's up to float rounding (BatchNorm's running statistics
-  differ a little: the reference updates them twice for frames it encodes twice).
-* ``fast``: ``exact`` with BatchNorm over all T·B frames at once under teacher forcing: other maths,
-  same quality (``benchmarks/fast_quality.py``).
-
-Teacher forcing decides whether an input is the true frame or the model's previous prediction; the
-first input (``tf_style='listing'``, the report's) or all conditioning inputs (``'conditioned'``) are
-always true frames. The LSTMs run frame by frame in every form and draw the posterior's (and learned
-prior's) noise in the same order, so the three forms see the same random numbers.
+The per-sequence loss is  Σ_t MSE(x̂_t, x_t) + β·Σ_t KL(q_t ‖ p_t)  over frames t = 1..T−1. The ELBO is
+E_q[log p(x|z)] − KL(q ‖ p) (the report's eq. 1.1 writes + KL: a sign error); with a fixed-variance Gaussian
+likelihood −log p(x|z) is MSE up to scale and constant, so minimising MSE + β·KL maximises a β-weighted ELBO.
+``cfg.step`` picks how ``forward`` computes it: ``reference``, the lab's (and SVG's) loop, each frame encoded
+twice; ``exact``, the same maths with each true frame encoded once and, under teacher forcing, all predictions
+decoded in one call with per-frame BatchNorm statistics; ``fast``, ``exact`` with BatchNorm over all frames at
+once (other maths, same quality: ``benchmarks/fast_quality.py``). All three draw the same random numbers.
 """
 
 from __future__ import annotations

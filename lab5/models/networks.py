@@ -30,20 +30,11 @@ from torch.utils.checkpoint import checkpoint
 class FrameBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d with optional per-frame training statistics (see ``per_frame_batchnorm``).
 
-    With ``frames = T`` and a sample-major input (row b*T + t holds frame t of sequence b),
-    the view ``[B, T*C, H, W]`` puts frame t's channel c in channel t*C + c, so one
-    ``F.batch_norm`` call normalises every (frame, channel) pair over (sequence, pixel) --
-    exactly what T separate calls on the frame batches compute, since convolutions act on
-    each sample alone. No copy is made for a contiguous (NCHW) input.
-
-    Running statistics: the per-frame loop updates them once per frame call, in frame
-    order. A call that stands for ``updates`` such calls takes one update with the
-    frame-averaged batch statistics (or, with ``frames = 1``, the statistics over all
-    frames) at momentum 1 − (1 − m)^updates, so the old statistics decay as much as they
-    would over the loop's calls; with plain momentum m they would lag ~``updates`` times
-    further behind the weights than the loop's do. Eval mode (running statistics, per
-    sample) is unaffected by ``frames`` and ``updates``.
-    """
+    With ``frames = T`` and a sample-major input (row b*T + t: frame t of sequence b), the view ``[B, T*C, H, W]``
+    puts frame t's channel c in channel t*C + c, so one ``F.batch_norm`` call normalises each (frame, channel) over
+    (sequence, pixel), as T separate calls would. A call that stands for ``updates`` per-frame calls updates the
+    running statistics once, at momentum 1 − (1 − m)^updates, so they decay as much as over the loop's calls.
+    Eval mode is unaffected."""
 
     frames: int = 1
     updates: int = 1

@@ -1,14 +1,7 @@
-"""Writing the embedded simulated dataset in the lab layout, deterministically from a seed::
-
-    DST/{train,validate,test}/traj_<a>_to_<b>.tfrecords/<k>/{0..29}.png, actions.csv (30x4),
-                                                       endeffector_positions.csv (30x3)
-    DST/SYNTHETIC.json    the parameters and copy-last PSNR per split, written last
-    DST/GENERATING.json   the parameters, written first and removed last: lab5's own set, unfinished
-
-Each sequence's seed derives from ``(seed, split, index)``, so the files are byte-identical
-whatever the number of worker processes, and a generation cut short (a kill, Ctrl-C, a full disk)
-is completed by the next one.
-"""
+"""Writing the embedded simulated dataset in the lab layout, byte-identical from a seed whatever the number of
+workers (each sequence's seed derives from ``(seed, split, index)``). ``GENERATING.json`` (the parameters) is written
+first and removed last, after ``SYNTHETIC.json`` (the parameters and copy-last PSNR per split): a generation cut
+short (a kill, Ctrl-C, a full disk) is completed by the next one."""
 
 from __future__ import annotations
 
@@ -53,8 +46,7 @@ TRAIN_SEED, EVAL_SEED = 0, 1  # the embedded sets: training data and a held-out 
 
 def simulate_sequence(seed: int, n_frames: int = N_FRAMES,
                       actions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frames uint8 [T, 64, 64, 3], actions float32 [T, 4] and end-effector positions float32
-    [T, 3] of one sequence (``actions``: replay the seed's scene with these instead of the policy)."""
+    """Frames uint8 [T, 64, 64, 3], actions [T, 4] and positions [T, 3] (float32) of one sequence, or of ``actions``."""
     st = simulate_states(seed, n_frames, actions)
     return render_states(st), st["actions"], st["endeffector"]
 
@@ -83,9 +75,8 @@ def _write_one(job: tuple[str, str, int, int]) -> tuple[str, float]:
 
 
 def _pool(n: int) -> "multiprocessing.pool.Pool":
-    """A process pool for the writers. Fork on Linux: unlike spawn it never re-imports the caller's
-    ``__main__`` (breaks ``python - <<EOF`` and unguarded scripts); its Python >= 3.12 warning about
-    threads is silenced, the workers run single-threaded. Spawn elsewhere (fork unsafe or missing)."""
+    """A process pool for the writers. Fork on Linux: unlike spawn it never re-imports the caller's ``__main__``
+    (breaks ``python - <<EOF``); its warning about threads is silenced, the workers run single-threaded."""
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
@@ -93,8 +84,7 @@ def _pool(n: int) -> "multiprocessing.pool.Pool":
 
 
 def _worker_setup() -> None:
-    """A writer runs single-threaded (a forked child must not use the parent's OpenMP pool) and leaves Ctrl-C to
-    the parent, which stops the pool: one message, not a traceback per worker."""
+    """Single-threaded (not the parent's OpenMP pool); Ctrl-C left to the parent: one message, not one per worker."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -120,35 +110,27 @@ def _existing(out: Path, params: dict[str, Any]) -> dict[str, Any] | None:
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` while a set is generated into it: a second process waits (saying
-    so), then finds the set complete. The workers that the generating process forks share the lock, which
-    goes when the last of them ends, however they end. No lock on Windows or where flock fails (some NFS)."""
+    """An exclusive lock on ``folder`` while a set is generated into it (a second process waits, then finds the
+    set complete), shared by the forked workers. No lock on Windows or where flock fails (some NFS)."""
     fd = os.open(folder, os.O_RDONLY) if fcntl else None
     try:
-        if fd is not None and not _flock(fd, fcntl.LOCK_NB):
-            print(f"{folder}: another process is generating this set; waiting for it", flush=True)
-            _flock(fd, 0)
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"{folder}: another process is generating this set; waiting for it", flush=True)
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a file system without flock: generate without the lock
+                pass
         yield
     finally:
         if fd is not None:
             os.close(fd)
 
 
-def _flock(fd: int, flags: int) -> bool:
-    """Take the lock; False if another process holds it (``flags`` LOCK_NB)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | flags)
-    except BlockingIOError:
-        return False
-    except OSError:  # a file system without flock: generate without the lock
-        pass
-    return True
-
-
 def _generate(out: Path, params: dict[str, Any], workers: int | None, progress: bool) -> dict[str, Any]:
-    """Write the marker, every sequence, then the manifest (it marks the set complete) and remove the
-    marker; return the manifest. Under ``_locked``: a marker found is that of a generation cut short,
-    which this one completes, keeping its whole sequences."""
+    """Write the marker, every sequence missing, the manifest, then remove the marker; return the manifest."""
     jobs = [(str(out), split, i, params["seed"]) for split in SPLITS for i in range(params[split])]
     if (out / PARTIAL).is_file():
         done = sum(p.name.isdigit() for p in out.glob("*/traj_*/*"))
@@ -174,11 +156,9 @@ def _generate(out: Path, params: dict[str, Any], workers: int | None, progress: 
 def make_synthetic(out: str | os.PathLike, train: int | None = None, validate: int | None = None,
                    test: int | None = None, seed: int | None = None, workers: int | None = None,
                    progress: bool = True) -> dict:
-    """Generate the embedded dataset under ``out``; return the manifest (``out/SYNTHETIC.json``) plus
-    ``path``, ``reused`` and ``seconds``. ``out`` must be new or empty, hold the same complete set (then
-    this returns at once) or the same set unfinished (then this completes it); otherwise DatasetError.
-    Sizes and seed default to `DEFAULTS`; ``workers`` (default ``os.cpu_count()`` capped at 2) does not
-    change the output."""
+    """Generate the embedded dataset (sizes and seed default to `DEFAULTS`) into ``out``, new, empty or holding the
+    same set (complete: reused; unfinished: completed), else DatasetError; return the manifest plus ``path``,
+    ``reused`` and ``seconds``. ``workers`` (default: up to 2) does not change the output."""
     given = {"train": train, "validate": validate, "test": test, "seed": seed}
     sizes = {k: DEFAULTS[k] if v is None else int(v) for k, v in given.items()}
     params = {"generator": GENERATOR, "format_version": FORMAT_VERSION, **sizes, "n_frames": N_FRAMES,
@@ -203,8 +183,7 @@ def embedded_root(evaluation: bool = False) -> Path:
 
 
 def drop_outdated(root: Path) -> bool:
-    """Delete ``root`` if it holds a synthetic set of an older ``FORMAT_VERSION``, complete or not (an
-    embedded set is lab5's own cache, not the user's data, so it is generated again); True if it did."""
+    """Delete ``root`` if it holds a set of an older ``FORMAT_VERSION`` (lab5's own cache); True if it did."""
     old = _manifest(root) or _manifest(root, PARTIAL)
     if old is None or old.get("generator") != GENERATOR or old.get("format_version", 0) >= FORMAT_VERSION:
         return False

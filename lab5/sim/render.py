@@ -1,9 +1,6 @@
-"""Drawing frames from simulated states: the bin, clutter, arm and gripper seen from above.
-
-PIL draws at ``SS`` x supersampling onto a fixed procedural wood-grain bin, then a box-filter
-downsample to 64x64 anti-aliases all edges. A lifted gripper is nearer the camera, so it is drawn
-bigger with a larger, fainter shadow; a grey two-segment arm reaches in from the top edge like the
-Sawyer's. The same states give the same bytes."""
+"""Drawing frames from simulated states, seen from above: the bin, clutter, a grey two-segment arm like the
+Sawyer's and the gripper (bigger when lifted, nearer the camera). PIL draws at ``SS`` x supersampling, then a
+box-filter downsample to 64x64 anti-aliases all edges. The same states give the same bytes."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""Replaying embedded scenes with other actions: each scene is re-simulated from its own start (its
-seed, from the set's SYNTHETIC.json), so the hidden masses and frictions stay those of the data.
-Counterfactual futures: the scene's own actions up to the last conditioning frame, then the same
-random pushing policy on another random stream, which aims at this scene's objects, so about as many
-counterfactual futures push an object as real ones do (``contact_fraction`` measures both)."""
+"""Replaying embedded scenes with other actions, each from its own start (its seed, from SYNTHETIC.json), so the
+hidden masses and frictions stay the data's. Counterfactual futures: the scene's own actions up to the last
+conditioning frame, then the same pushing policy on another random stream, which aims at the scene's objects:
+about as many push an object as real futures do (``contact_fraction`` measures both)."""
 
 from __future__ import annotations
 
@@ -50,11 +49,10 @@ def counterfactual_actions(seed: int, n_frames: int, n_past: int, own: np.ndarra
 
 def counterfactual_data(dataset: Dataset, root: str | Path, split: str, n_past: int, n_frames: int,
                         max_sequences: int = 0) -> dict[str, Any]:
-    """The counterfactual futures of the first ``max_sequences`` (0: all) scenes: ``x [N,T,3,H,W]`` and
-    ``c [N,T,A+P]`` (the new actions and the positions they lead to), ``factual_c`` (the data's
-    conditions) and ``contact_fraction`` (the share of scenes in which an object is pushed in frames
-    1..T−1, real and counterfactual). Simulating the first scene must give back its frames: otherwise
-    ``root`` is not what this simulator wrote."""
+    """The counterfactual futures of the first ``max_sequences`` (0: all) scenes: ``x [N,T,3,H,W]``, ``c [N,T,A+P]``
+    (the new actions and the positions they lead to), ``factual_c`` (the data's) and ``contact_fraction`` (the share
+    of scenes with an object pushed in frames 1..T−1, real and counterfactual). DatasetError if the first scene's
+    frames do not come back (``root`` is not what this simulator wrote)."""
     base, T, scenes = embedded_seed(root), n_frames, []
     for i in range(min(max_sequences or len(dataset), len(dataset))):
         seed = sequence_seed(base, split, i)
@@ -71,8 +69,7 @@ def counterfactual_data(dataset: Dataset, root: str | Path, split: str, n_past: 
 
 
 def resimulate(base_seed: int, split: str, index: int, actions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scene ``index`` of an embedded split replayed from its own start with ``actions [T, 4]``: frames
-    ``[T,3,H,W]`` in [0, 1] and conditions ``[T, 4+3]`` (those actions, the positions they lead to)."""
+    """Scene ``index`` of an embedded split replayed with ``actions [T, 4]``: frames and conditions ``[T, 4+3]``."""
     return _as_tensors(simulate_states(sequence_seed(base_seed, split, index), len(actions), actions))
 
 
@@ -92,8 +89,7 @@ def direction_actions(name: str, n_frames: int) -> np.ndarray:
 
 
 def drive_choices(dataset: Dataset, index: int, n_frames: int, others: int = 3) -> dict[str, np.ndarray]:
-    """Action sequences to drive scene ``index`` with: its own, those of the next ``others`` test
-    sequences, and each of `DIRECTIONS`; ``[n_frames, 4]`` each."""
+    """Actions ``[n_frames, 4]`` for scene ``index``: its own, the next ``others`` scenes', each of `DIRECTIONS`."""
     ks = [(index + j) % len(dataset) for j in range(1, others + 1)]
     picks = {"its own actions": index, **{f"actions of test sequence {k}": k for k in ks}}
     own = {name: dataset[k][1][:n_frames, :ACTION_COLUMNS].numpy() for name, k in picks.items()}

@@ -1,21 +1,6 @@
-"""The simulated robot-pushing world: scenes, pymunk physics and the random pushing policy.
-
-A top-down 2-D bin in pymunk, in pixels of the 64x64 image (u right, v down), that stands in for
-BAIR robot pushing so every notebook and test runs without a download. Table friction is the usual
-top-down trick: joints to the static body with ``max_bias = 0`` and a bounded ``max_force``, so 3-6
-objects (circles, boxes, convex polygons) stay put until pushed, then slide to a stop. The gripper
-is a kinematic disc that lands exactly on the commanded position every frame (so the end-effector
-positions follow from the actions alone); it touches objects only while lowered, and passes over an
-object that a wall already holds instead of forcing it through the wall.
-
-Actions ``[T, 4]`` float32, held for two frames as in BAIR: columns 0-1 the commanded end-effector
-displacement in metres per held pair (within +-0.075; the end effector moves half of it each
-frame, clipped to the workspace); column 2 in {0, 1, 4} the gripper closure (open, half, closed);
-column 3 in {0, 1, 2} the height command (down, hold, up: z moves -0.025 / 0 / +0.03 m per frame
-within [0.20, 0.31]). End-effector positions ``[T, 3]`` float32 map the gripper's image position
-to BAIR-like metres (0.0125 m per pixel): x down the image in [0.40, 0.825], y to the right in
-[-0.275, 0.275], z the height. Everything is a pure function of the seed.
-"""
+"""The simulated robot-pushing world that stands in for BAIR (no download): a top-down pymunk bin in pixels of the
+64x64 image (u right, v down) where 3-6 objects rest until a kinematic gripper disc, lowered, pushes them; the
+random pushing policy; scenes. Everything is a pure function of the seed."""
 
 from __future__ import annotations
 
@@ -37,7 +22,10 @@ Z_DOWN, Z_UP = 0.20, 0.31
 Z_STEP = {0: -0.025, 1: 0.0, 2: 0.03}  # per frame, by height command
 Z_CONTACT = 0.235  # above this the gripper clears the objects
 ACTION_CLIP = 0.075
-ACTION_NAMES = ("dx", "dy", "closure", "height")  # x, y step (metres per held pair), gripper closure, height command
+# Actions [T, 4], each held for two frames as in BAIR: the end effector's (x, y) step in metres per held pair
+# (half of it each frame, clipped to WORK), gripper closure in {0, 1, 4} (open, half, closed), height command in
+# {0, 1, 2} (Z_STEP). Positions [T, 3]: x down the image, y to the right (px_to_metres), z the height.
+ACTION_NAMES = ("dx", "dy", "closure", "height")
 ACTION_COLUMNS = len(ACTION_NAMES)
 SPEED, NOISE = (0.015, 0.045), 0.03  # policy drift (range) and jitter (std), metres per held pair
 GRIP_R = 4.0  # physics radius of the gripper (px), about the drawn palm + fingers
@@ -46,10 +34,8 @@ CAT_OBJECT, CAT_GRIPPER, KIND_GRIPPER, KIND_OBJECT = 0b01, 0b10, 1, 2  # collisi
 WALL_SLOP = 0.15  # px of wall overlap that counts as the wall pushing (pymunk's slop is 0.1)
 DT_FRAME, SUBSTEPS = 0.1, 4  # simulated seconds per video frame, physics steps per frame
 FRICTION_ACC = 100.0  # px/s^2: how fast table friction stops a sliding object of density DENSITY_REF
-# Hidden per-object density and friction (log-uniform ranges). The drag scales with footprint and
-# friction, not mass: a pushed object decelerates at FRICTION_ACC * friction * DENSITY_REF / density,
-# light slippery ones slide on for frames, heavy rough ones stop at once, the heavier one of a pair
-# carries on. Both change what a push does.
+# Hidden per-object density and friction (log-uniform ranges): a pushed object decelerates at FRICTION_ACC *
+# friction * DENSITY_REF / density, so light slippery ones slide on for frames and heavy rough ones stop at once.
 DENSITY, DENSITY_REF, FRICTION = (0.5, 3.0), 1.0, (0.1, 1.0)
 SHOULDER, ELBOW_FOLLOW = (32.0, -22.0), 0.35  # arm base above the image; how far the elbow follows sideways
 # red, green, blue, yellow, orange, purple, white, dark grey, pink, cyan
@@ -103,8 +89,7 @@ def _random_object(rng: np.random.Generator) -> ObjectSpec:
 
 
 def make_scene(seed: int) -> Scene:
-    """The initial scene of sequence ``seed``: 3-6 non-overlapping objects and a gripper start, from
-    the seed's scene stream only, so replaying a seed with other actions starts from the same scene."""
+    """The initial scene of sequence ``seed`` (its own random stream: the same whatever the actions)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0]))
     objects: list[ObjectSpec] = []
     positions: list[tuple[float, float]] = []
@@ -145,8 +130,7 @@ def metres_to_px(x: float, y: float) -> tuple[float, float]:
 
 
 def arm_points(g: Sequence[float]) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Shoulder and elbow for a gripper at g: the elbow slides above the top edge, so the
-    forearm reaches in from the top of the image like the Sawyer's."""
+    """Shoulder and elbow for a gripper at g: the forearm reaches in from the top edge like the Sawyer's."""
     elbow = (SHOULDER[0] + ELBOW_FOLLOW * (g[0] - SHOULDER[0]) + 6.0, -4.0 + 0.12 * g[1])
     return SHOULDER, elbow
 
@@ -212,8 +196,8 @@ class _World:
             arbiter.process_collision = False
 
     def step_frame(self, target: tuple[float, float]) -> tuple[tuple[float, float], np.ndarray]:
-        """Drive the gripper toward ``target`` over one frame; return its reached position and which
-        objects were pushed (by the gripper, another object, or a wall undoing an overlap)."""
+        """Drive the gripper to ``target`` over one frame: its position, and the objects pushed (by the gripper,
+        another object, or a wall undoing an overlap)."""
         touched, g, dt = np.zeros(len(self.bodies), bool), tuple(self.gripper.position), DT_FRAME / SUBSTEPS
         _, elbow = arm_points(g)
         self.gripper.angle = math.atan2(g[1] - elbow[1], g[0] - elbow[0])  # forward: along the forearm
@@ -289,8 +273,7 @@ class _Policy:
 
 def _step_gripper(world: _World, g: tuple[float, float], z: float,
                   a: np.ndarray) -> tuple[tuple[float, float], float, float, np.ndarray]:
-    """One frame of action ``a`` from gripper ``g`` at height ``z``: the new gripper position, height
-    and finger closure, and which objects were pushed."""
+    """One frame of action ``a`` from gripper ``g`` at height ``z``: new position, height, closure, objects pushed."""
     x, y = px_to_metres(*g)
     u, v = metres_to_px(x + 0.5 * float(a[0]), y + 0.5 * float(a[1]))  # half the held pair's step
     # Lowered, the gripper hits objects (never walls: the workspace keeps it inside); lifted, nothing.
@@ -304,14 +287,10 @@ def _step_gripper(world: _World, g: tuple[float, float], z: float,
 
 def simulate_states(seed: int, n_frames: int = N_FRAMES, actions: np.ndarray | None = None,
                     scene: Scene | None = None, policy_stream: int = 0) -> dict:
-    """Run the physics of one sequence without rendering. ``seed`` fixes the initial scene (and the
-    policy without ``actions``); ``actions [T, 4]``: replay these from that scene instead of the policy;
-    ``scene``: another initial scene (the seed's with other hidden properties, say); ``policy_stream``:
-    another random stream for the policy (0 is the data's): the same scene pushed another way.
-    Returns ``scene``, ``actions`` [T,4] and ``endeffector`` [T,3] float32, ``gripper`` [T,2] (u, v px),
-    ``z`` [T], ``closure`` [T] (drawn finger closure), ``object_pos`` [T,N,2], ``object_angle`` [T,N]
-    and ``touched`` [T,N] (in the step that led to frame t the object touched the gripper or another
-    object, or a wall pushed it back out of an overlap; always False at t = 0)."""
+    """The physics of sequence ``seed`` (its scene, or ``scene``) without rendering, driven by ``actions [T, 4]``
+    or else the policy on random stream ``policy_stream`` (0: the data's). Returns the ``scene``, ``actions``
+    [T,4], ``endeffector`` [T,3], ``gripper`` [T,2] (u, v px), ``z`` and ``closure`` [T], ``object_pos`` [T,N,2],
+    ``object_angle`` [T,N] and ``touched`` [T,N] (the object was pushed in the step that led to frame t)."""
     scene = make_scene(seed) if scene is None else scene
     if actions is not None:
         actions = np.asarray(actions, np.float32)
