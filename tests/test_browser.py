@@ -399,7 +399,10 @@ def test_harness_sees_errors(browser, lab, tmp_path):
     stops Run All, and both the error output and the unrun cell are reported."""
     import nbformat.v4 as v4
 
-    nb = v4.new_notebook(cells=[v4.new_code_cell("x = 1"), v4.new_code_cell("def broken(:\n    pass"),
+    # The first cell sleeps so that Run All has queued every cell before the error: the kernel aborts only the
+    # requests already queued, and on a loaded machine the third could otherwise arrive after the error.
+    nb = v4.new_notebook(cells=[v4.new_code_cell("import time\ntime.sleep(3)\nx = 1"),
+                                v4.new_code_cell("def broken(:\n    pass"),
                                 v4.new_code_cell("print('never')")])
     _fresh_copy(nb, lab["root"] / "notebooks" / "broken.ipynb")
     with _page(browser, tmp_path) as page:
