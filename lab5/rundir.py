@@ -151,9 +151,13 @@ def prepare(run_dir: Path, resume: bool, force: bool) -> None:
 
 
 def write_config(run_dir: Path, cfg: Config, resolved: dict[str, Any], data_root: Path) -> None:
-    """config.json (with what the auto switches resolved to) and data_root.txt."""
-    write_atomic(run_dir / CONFIG, cfg.to_json(resolved=resolved))
-    write_atomic(run_dir / DATA_ROOT, str(data_root.resolve()) + "\n")
+    """config.json (with what the auto switches resolved to) and data_root.txt; RunDirError naming a file that
+    cannot be written (a full disk), before any training."""
+    for name, text in ((CONFIG, cfg.to_json(resolved=resolved)), (DATA_ROOT, str(data_root.resolve()) + "\n")):
+        try:
+            write_atomic(run_dir / name, text)
+        except OSError as exc:
+            raise RunDirError(f"cannot write {run_dir / name}: {exc.strerror or exc}; nothing was trained") from exc
 
 
 def read_data_root(run_dir: str | Path) -> str | None:

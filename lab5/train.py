@@ -324,7 +324,10 @@ class Solver:
         self.events.append({"event": "nonfinite", "what": what, "epoch": self.epoch + 1,
                             "iteration": self.iteration + 1, "last_checkpoint": self.saved_at})
         if self.dist.main:
-            rundir.write_history(self.run_dir, self.history + self.events)
+            try:
+                rundir.write_history(self.run_dir, self.history + self.events)
+            except OSError as exc:  # a full disk: the stop below still says where the last checkpoint is
+                self.say(None, f"could not record the stop in {self.run_dir / rundir.HISTORY}: {exc.strerror or exc}")
         raise self.stopped(f"non-finite {what} at epoch {self.epoch + 1}, iteration {self.iteration + 1}; training "
                            "stopped", "lower lr or set grad_clip", " --set lr=... grad_clip=...")
 

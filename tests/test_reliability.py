@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -170,6 +171,40 @@ def test_nonfinite_before_any_checkpoint(tiny_root: Path, tmp_path: Path) -> Non
     assert not (run / "last.pt").exists()
     assert read_history(run) == [{"event": "nonfinite", "what": "loss", "epoch": 1, "iteration": 2,
                                   "last_checkpoint": None}]
+
+
+FULL_DISK = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+
+
+def _full_disk_at(folder: Path, name: str) -> None:
+    """A real ENOSPC for this process's next write of ``folder/name``: write_atomic's temporary sibling
+    (``.<name>.tmp-<pid>``) made a symlink to /dev/full, where every write fails with it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f".{name}.tmp-{os.getpid()}").symlink_to("/dev/full")
+
+
+@FULL_DISK
+def test_a_full_disk_before_training_stops_in_one_line(tiny_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    _full_disk_at(run, "config.json")
+    assert lab5_main([*SMOKE, "--data", str(tiny_root), "--run-dir", str(run), "--set", "threads=1"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: cannot write {run / 'config.json'}: No space left on device; nothing was trained\n"
+    assert not (run / "config.json").exists() and not (run / "last.pt").exists()
+
+
+@FULL_DISK
+def test_a_nonfinite_stop_on_a_full_disk_still_says_how_to_go_on(tiny_root: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    solver = Solver(_cfg(lr=1e12, epochs=1, iters_per_epoch=4), tiny_root, run, progress=False)
+    _full_disk_at(run, "history.jsonl")
+    with pytest.raises(TrainingError, match="non-finite loss at epoch 1, iteration 2; .*before any checkpoint"):
+        solver.fit()
+    err = capsys.readouterr().err
+    assert err == f"could not record the stop in {run / 'history.jsonl'}: No space left on device\n"
+    assert not (run / "history.jsonl").exists()
 
 
 def test_nonfinite_gradient_and_event_kept_on_resume(tiny_root: Path, tmp_path: Path) -> None:
