@@ -91,3 +91,43 @@ def test_step_variants_runs_each_variant_in_its_own_process():
     assert all(float(r[1]) > 0 and r[2] == "seq/s" for r in rows)
     bad = _run("step_variants.py", "--preset", "smoke", "--step", "fast", "--variants", "per-frame")
     assert bad.returncode != 0 and "per-frame" in bad.stderr
+
+
+def test_changed_regions_split_the_changed_pixels_and_agree_with_evaluate(tmp_path, tiny_root):
+    from lab5.data.dataset import BairDataset
+    from lab5.evaluate import evaluate_model
+    from lab5.rundir import load_model
+
+    out = tmp_path / "regions.json"
+    proc = _run("changed_regions.py", "--checkpoint", "checkpoints/demo", "--data", str(tiny_root),
+                "--sequences", "4", "--threads", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    # The same model, sampling seed and sequences through evaluate: the same changed-pixel scores.
+    model, _, _ = load_model(ROOT / "checkpoints" / "demo")
+    ev = evaluate_model(model, BairDataset(tiny_root, "test", n_frames=12), samples=1, seed=0,
+                        with_ssim=False, with_shuffled=False, progress=False)
+    assert r["model"]["score"] == pytest.approx(ev["changed"]["psnr"]["mean"], abs=1e-4)
+    assert r["copy_last"]["score"] == pytest.approx(ev["copy_last"]["changed"]["psnr"]["mean"], abs=1e-4)
+    assert r["changed_fraction"] == pytest.approx(ev["changed"]["fraction"])
+    for who in ("model", "copy_last"):
+        regions = r[who]["regions"]
+        assert sum(g["pixel_share"] for g in regions.values()) == pytest.approx(1.0)
+        assert sum(g["error_share"] for g in regions.values()) == pytest.approx(1.0)
+        assert regions["other"]["pixel_share"] == 0.0  # every changed pixel has a cause the masks know
+        assert regions["arm"]["pixel_share"] > 0.3  # in these 4 scenes the arm moves in every frame
+        for g in regions.values():  # the truth pasted into a region can only raise each frame's PSNR
+            assert g["score_with_truth_here"] is None or g["score_with_truth_here"] >= r[who]["score"] - 1e-9
+    assert "| arm |" in proc.stdout and "| objects |" in proc.stdout
+
+
+def test_changed_regions_refuses_data_the_simulator_does_not_reproduce(tmp_path, tiny_root):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    manifest = root / "SYNTHETIC.json"
+    manifest.write_text(manifest.read_text().replace('"seed": 0', '"seed": 5'))
+    proc = _run("changed_regions.py", "--data", str(root), "--sequences", "2", "--threads", "1")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "does not reproduce" in proc.stderr and str(root) in proc.stderr

@@ -183,6 +183,20 @@ def test_gripper_follows_actions_and_is_visible() -> None:
             assert frames[t, int(round(v)), int(round(u))].mean() < 90
 
 
+def test_frames_without_the_arm_differ_from_the_frames_only_where_the_arm_is_drawn() -> None:
+    for i in range(4):
+        st = S.simulate_states(S.sequence_seed(0, "test", i), 12)
+        full, bare = S.render_states(st), S.render_states(st, arm=False)
+        drawn = (full != bare).any(-1)
+        for t in range(12):
+            u, v = st["gripper"][t]
+            assert drawn[t, int(round(v)), int(round(u))]  # the palm is not in the arm-free frame
+            assert 0.01 < drawn[t].mean() < 0.3  # the arm and gripper, not the whole frame
+            if not st["touched"][1:t + 1].any():  # nothing pushed yet: the arm-free frames stay the same
+                np.testing.assert_array_equal(bare[t], bare[0])
+        assert not np.array_equal(full[11], full[0])  # while the arm moves
+
+
 def test_objects_move_only_when_pushed() -> None:
     rng = np.random.default_rng(0)
     for i in range(4):

@@ -144,32 +144,38 @@ def _table_layer(scene: Scene, pos: np.ndarray, ang: np.ndarray) -> Image.Image:
     return frame
 
 
-def render_states(states: dict) -> np.ndarray:
-    """Render the states from `simulate_states` to ``uint8 [T, 64, 64, 3]`` frames."""
+def _draw_arm(frame: Image.Image, g: Sequence[float], z: float, closure: float) -> None:
+    """The arm, the gripper and their shadows onto a table layer (at SS), in place."""
+    lift = (z - Z_DOWN) / (Z_UP - Z_DOWN)
+    shoulder, elbow = arm_points(g)
+    palm, fingers = _gripper_parts(g, z, closure)
+    shade = ImageDraw.Draw(frame, "RGBA")
+    # The arm is high above the table: long, faint shadow; the gripper's drifts and fades as it lifts.
+    _thick_line(shade, elbow, g, ARM_W, (0, 0, 0, ARM_SHADOW), off=(3.0, 4.0))
+    so = (1.5 + 3.0 * lift, 2.0 + 3.0 * lift)
+    shade.polygon([((x + so[0]) * SS, (y + so[1]) * SS) for x, y in palm], fill=(0, 0, 0, int(60 - 20 * lift)))
+    draw = ImageDraw.Draw(frame)
+    # Arm: upper arm (mostly above the image) then forearm, grey like the Sawyer's links.
+    _thick_line(draw, shoulder, elbow, 6.0, ARM_RGB[0])
+    _thick_line(draw, elbow, g, ARM_W, ARM_RGB[1])
+    _thick_line(draw, elbow, g, ARM_W * 0.3, ARM_RGB[2])  # highlight along the link
+    for poly, (fill, edge) in zip([palm, *fingers], [GRIP_RGB[:2]] + [GRIP_RGB[2:]] * 2):
+        _outlined(draw, [(x * SS, y * SS) for x, y in poly], fill, edge)
+
+
+def render_states(states: dict, arm: bool = True) -> np.ndarray:
+    """Render the states from `simulate_states` to ``uint8 [T, 64, 64, 3]`` frames; ``arm=False``: without the
+    arm, the gripper and their shadows (the bin and objects only, so that the arm's pixels can be told apart)."""
     frames = np.empty((len(states["z"]), IMG, IMG, 3), np.uint8)
     layer, last_poses = None, None
     for t in range(len(frames)):
-        g, z = states["gripper"][t], float(states["z"][t])
         pos, ang = states["object_pos"][t], states["object_angle"][t]
         poses = np.concatenate([pos.ravel(), ang.ravel()])
         # Objects rest most of the time: reuse the table layer until they move.
         if layer is None or not np.array_equal(poses, last_poses):
             layer, last_poses = _table_layer(states["scene"], pos, ang), poses
         frame = layer.copy()
-        lift = (z - Z_DOWN) / (Z_UP - Z_DOWN)
-        shoulder, elbow = arm_points(g)
-        palm, fingers = _gripper_parts(g, z, float(states["closure"][t]))
-        shade = ImageDraw.Draw(frame, "RGBA")
-        # The arm is high above the table: long, faint shadow; the gripper's drifts and fades as it lifts.
-        _thick_line(shade, elbow, g, ARM_W, (0, 0, 0, ARM_SHADOW), off=(3.0, 4.0))
-        so = (1.5 + 3.0 * lift, 2.0 + 3.0 * lift)
-        shade.polygon([((x + so[0]) * SS, (y + so[1]) * SS) for x, y in palm], fill=(0, 0, 0, int(60 - 20 * lift)))
-        draw = ImageDraw.Draw(frame)
-        # Arm: upper arm (mostly above the image) then forearm, grey like the Sawyer's links.
-        _thick_line(draw, shoulder, elbow, 6.0, ARM_RGB[0])
-        _thick_line(draw, elbow, g, ARM_W, ARM_RGB[1])
-        _thick_line(draw, elbow, g, ARM_W * 0.3, ARM_RGB[2])  # highlight along the link
-        for poly, (fill, edge) in zip([palm, *fingers], [GRIP_RGB[:2]] + [GRIP_RGB[2:]] * 2):
-            _outlined(draw, [(x * SS, y * SS) for x, y in poly], fill, edge)
+        if arm:
+            _draw_arm(frame, states["gripper"][t], float(states["z"][t]), float(states["closure"][t]))
         frames[t] = np.asarray(frame.reduce(SS))  # box-filter 4x reduction = anti-aliasing
     return frames
