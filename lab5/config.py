@@ -97,6 +97,9 @@ class Config:
     prior: str = setting("fixed", "arch", choices=("fixed", "learned", "none"))  # SVG-FP N(0,I), SVG-LP, deterministic
     last_frame_skip: bool = False
     condition: str = setting("actions+positions", "arch", choices=tuple(CONDITIONS))  # what the predictor reads
+    # Standardise each condition column by the training split's mean and std (kept with the weights) before the
+    # predictor reads it. False: the raw numbers, as the lab: positions in metres, where one pixel is 0.0125.
+    cond_norm: bool = setting(False, "arch")
     # Which frame's skips the predicted frames take (without last_frame_skip): "svg", x[n_past-2] as
     # SVG and the report's Listing 2.7; "last", the last conditioning frame x[n_past-1].
     skip_frame: str = setting("svg", choices=("svg", "last"))
@@ -219,7 +222,7 @@ def field_value(key: str, value: Any) -> Any:
 _DEMO = dict(arch="dcgan64", nf=24, g_dim=64, z_dim=8, rnn_size=128, batch_size=16, epochs=6,
              iters_per_epoch=40, kl_cycles=1, tf_decay_start=1, tf_decay_step=0.2, tf_min=0.2,
              val_every=1, val_sequences=64, step="fast", bf16=AUTO, channels_last=False,
-             random_window=True, threads=2, skip_frame="last")
+             random_window=True, threads=2, skip_frame="last", cond_norm=True)
 PRESETS: dict[str, dict[str, Any]] = {
     # The report (the defaults): seed 42, batch 64, 100 epochs x 600 iterations, Adam(2e-3, (0.9, 0.999)), rnn 256,
     # 2 + 1 LSTM layers, g_dim 128, z_dim 64, 2 + 10 frames, VGG64, fixed prior, teacher forcing fixed at 1 (its
@@ -227,13 +230,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lab": {},
     # 04_training learns visibly within the workbook's 10 minutes on a 2-core CPU without native
     # bf16; the shipped checkpoint is this preset trained longer (see docs/results.md). Skips of the last
-    # conditioning frame: 0.3 dB better here than SVG's choice (benchmarks/deviations.py).
+    # conditioning frame: 0.3 dB better here than SVG's choice (benchmarks/deviations.py). Standardised
+    # conditions: the predictor resolves the arm's position to a pixel (docs/results.md).
     "demo": _DEMO,
     # The demo's model with SVG-LP's learned prior and a constant beta = 1e-5: an assumed pixel noise sigma =
     # sqrt(beta * 64*64*3 / 2) of 0.25 instead of beta = 1's 78, so the KL stays alive and z carries what the
     # first frames and conditions leave open (at SVG's 1e-4 it still collapsed on the embedded data: docs/results.md).
-    # nf 20 keeps the three shipped latent-* checkpoints and the demo's within 30 MB; the epochs are theirs.
-    "latent": {**_DEMO, "nf": 20, "prior": "learned", "kl_mode": "off", "kl_beta_max": 1e-5,
+    # nf 20 keeps the three shipped latent-* checkpoints and the demo's within 30 MB; the epochs and the raw
+    # conditions (cond_norm off) are theirs.
+    "latent": {**_DEMO, "nf": 20, "cond_norm": False, "prior": "learned", "kl_mode": "off", "kl_beta_max": 1e-5,
                "epochs": 16, "iters_per_epoch": 250, "checkpoint_every": 50},
     "smoke": dict(arch="dcgan64", nf=8, g_dim=16, z_dim=4, rnn_size=16, predictor_rnn_layers=1,
                   batch_size=4, epochs=2, iters_per_epoch=3, n_future=3, val_every=1, val_sequences=4,

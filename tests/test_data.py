@@ -291,6 +291,9 @@ def test_cache_gives_identical_tensors(real_root: Path, make_root: Callable[...,
         for i in range(len(plain)):
             for x, y in zip(plain[i], cached[i]):
                 assert x.dtype == y.dtype and torch.equal(x, y)
+        conditions = cached.conditions()  # cond_norm's statistics read every sequence's whole conditions
+        assert conditions.dtype == torch.float32 and torch.equal(conditions, plain.conditions())
+        assert torch.equal(conditions, torch.stack([plain[i][1] for i in range(len(plain))]))
         loaded = load_cache(root, split)
         assert loaded is not None and isinstance(loaded.frames, np.memmap)
         # Pickling (DataLoader "spawn" workers) sends paths, not the memmapped content.

@@ -155,3 +155,53 @@ def test_condition_picks_the_columns_the_predictor_sees(condition: str, seen: in
     other_actions[..., :4] += 1
     assert torch.equal(pred, run(other_positions)) == (seen < 7)   # positions matter only when seen
     assert torch.equal(pred, run(other_actions)) == (seen == 0)     # actions matter unless action-free
+
+
+def test_cond_norm_is_the_raw_model_with_rescaled_input_weights() -> None:
+    """A cond_norm model reads (c − mean) / std: the predictor's input layer computes what a raw model's
+    computes with its condition weights divided by std and its bias shifted by −W·mean/std."""
+    torch.manual_seed(0)
+    normed = CVAE(_smoke(cond_norm=True), COND, action_dim=4).eval()
+    n_past, T = normed.cfg.n_past, normed.cfg.n_frames
+    c = torch.randn(T, 3, COND) * torch.tensor([0.03, 0.04, 1, 0.6, 0.1, 0.13, 0.03]) \
+        + torch.tensor([0.0, 0.0, 0.3, 0.2, 0.6, 0.0, 0.2])  # time-major, BAIR-like scales
+    normed.set_condition_stats(torch.cat([c, c.flip(0) * 1.1]))
+    raw = CVAE(_smoke(), COND, action_dim=4).eval()
+    state = {k: v.clone() for k, v in normed.state_dict().items() if not k.startswith("cond_")}
+    g_z = normed.cfg.g_dim + normed.cfg.z_dim
+    w, mean, std = state["predictor.embed.weight"], normed.cond_mean, normed.cond_std
+    state["predictor.embed.bias"] = state["predictor.embed.bias"] - (w[:, g_z:] * (mean / std)).sum(1)
+    state["predictor.embed.weight"] = torch.cat([w[:, :g_z], w[:, g_z:] / std], 1)
+    raw.load_state_dict(state)
+    hz = torch.randn(3, g_z)
+
+    def embed(model: CVAE, cond: torch.Tensor) -> torch.Tensor:
+        return torch.stack([model.predictor.embed(torch.cat([hz, ct], 1))
+                            for ct in model.visible_condition(cond, n_past)])
+
+    torch.testing.assert_close(embed(normed, c), embed(raw, c), atol=1e-5, rtol=1e-5)
+    # Not vacuous: the raw numbers through the cond_norm model's own weights give something else.
+    assert (embed(normed, c) - embed(CVAE(_smoke(), COND, action_dim=4), c)).abs().max() > 0.1
+    # In the raw model a pixel's move (0.0125 m) hardly moves the input layer; standardised, 1/std times more.
+    shifted = c.clone()
+    shifted[..., 4] += 0.0125
+    moved = [(embed(m, shifted) - embed(m, c)).abs().max() for m in (normed, CVAE(_smoke(), COND, action_dim=4))]
+    assert moved[0] > 5 * moved[1]
+
+
+def test_cond_norm_statistics_standardise_each_column_and_keep_a_constant_one() -> None:
+    model = CVAE(_smoke(cond_norm=True), COND, action_dim=4)
+    c = torch.randn(5, 10, COND, dtype=torch.float64) * torch.arange(1.0, 8.0, dtype=torch.float64) + 3
+    c[..., 2] = 4.0  # a constant column (BAIR's closure may never change in a split)
+    model.set_condition_stats(c)
+    seen = model.visible_condition(c.float(), 2).reshape(-1, COND).double()
+    torch.testing.assert_close(seen.mean(0), torch.zeros(COND, dtype=torch.float64), atol=1e-5, rtol=0)
+    std = seen.std(0)
+    torch.testing.assert_close(std[[0, 1, 3, 4, 5, 6]], torch.ones(6, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert model.cond_std[2] == 1 and std[2] == 0  # no division by zero: the constant reads as 0
+    start = CVAE(_smoke(cond_norm=True, condition="actions+start"), COND, action_dim=4)
+    start.set_condition_stats(c)
+    later = start.visible_condition(c.float().transpose(0, 1), 2)[2:]  # time-major, frames 2 on
+    assert torch.all(later[..., 4:] == 0) and torch.all(later[..., [0, 1, 3]] != 0)  # positions hidden after standardising
+    assert set(model.state_dict()) >= {"cond_mean", "cond_std"}
+    assert "cond_mean" not in CVAE(_smoke(), COND, action_dim=4).state_dict()  # raw models keep their keys

@@ -121,6 +121,23 @@ def test_checkpoint_round_trip_gives_identical_predictions(tiny_root: Path, tmp_
     assert torch.equal(predict(loaded), predict(fresh))
 
 
+def test_cond_norm_run_stores_the_training_statistics_and_resumes_exactly(tiny_root: Path, tmp_path: Path) -> None:
+    cfg = _cfg(cond_norm=True, epochs=2, iters_per_epoch=2)
+    straight = Solver(cfg, tiny_root, tmp_path / "straight", progress=False)
+    straight.fit()
+    train = BairDataset(tiny_root, "train").conditions().reshape(-1, straight.model.cond_dim).double()
+    torch.testing.assert_close(straight.model.cond_mean, train.mean(0).float())
+    torch.testing.assert_close(straight.model.cond_std, train.std(0).float())
+    first = Solver(cfg.replace(epochs=1), tiny_root, tmp_path / "resumed", progress=False)
+    first.fit()
+    resumed = Solver(cfg, tiny_root, tmp_path / "resumed", resume=True, progress=False)
+    resumed.fit()
+    for (k, va), vb in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    model, _, _ = load_model(tmp_path / "resumed" / "last.pt")
+    assert torch.equal(model.cond_std, straight.model.cond_std)
+
+
 @pytest.mark.slow
 def test_the_demo_preset_learns_to_beat_copy_last(tmp_path: Path) -> None:
     """The workbook's promise: 04's demo run (6 epochs x 40 iterations on the embedded training set)

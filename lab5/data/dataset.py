@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from lab5.data.layout import (ACTIONS_CSV, FRAME_RE, POSITIONS_CSV, SPLITS, Agreement, DatasetError, PathLike,
-                              SequenceInfo, find_sequences, present_splits, read_frame, root_dir, sequence_info)
+                              SequenceInfo, find_sequences, present_splits, read_csvs, read_frame, root_dir,
+                              sequence_info)
 from lab5.files import check_writable, progress_bar, write_atomic
 
 CACHE_DIRNAME, FORMAT, VERSION = ".lab5_cache", "lab5-bair-cache", 1
@@ -228,6 +229,13 @@ class BairDataset(torch.utils.data.Dataset):
             hwc, cond, _ = self._agree.read(self.sequences[index], self.n_frames, start)
             frames = hwc.transpose(0, 3, 1, 2)
         return frames_to_tensor(frames), torch.from_numpy(cond)
+
+    def conditions(self) -> torch.Tensor:
+        """Every sequence's whole conditions ``[N, seq_len, C]`` (actions, then positions), without the frames."""
+        if self.using_cache:
+            return torch.from_numpy(np.array(np.load(self._cache_paths[1], mmap_mode="r")))
+        rows = [np.concatenate(read_csvs(seq, self.seq_len), 1) for seq in self.sequences]
+        return torch.from_numpy(np.stack(rows).astype(np.float32))
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickling a memmap copies its whole content; DataLoader workers started with "spawn"

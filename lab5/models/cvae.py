@@ -73,6 +73,9 @@ class CVAE(nn.Module):
         actions, self.positions = CONDITIONS[cfg.condition]
         width = cond_dim if self.positions != "none" else self.action_dim if actions else 0
         self.cond_columns = slice(0, width)
+        if cfg.cond_norm:  # buffers: saved and loaded with the weights; set_condition_stats fills them
+            self.register_buffer("cond_mean", torch.zeros(cond_dim))
+            self.register_buffer("cond_std", torch.ones(cond_dim))
         self.z_dim = cfg.z_dim
         self.encoder, self.decoder = build_encoder_decoder(cfg.arch, cfg.g_dim, cfg.nf, channels)
         self.predictor = Lstm(cfg.g_dim + cfg.z_dim + width, cfg.g_dim, cfg.rnn_size, cfg.predictor_rnn_layers)
@@ -243,13 +246,24 @@ class CVAE(nn.Module):
 
     # --- what each loop asks ---------------------------------------------------------------
     def visible_condition(self, c: torch.Tensor, n_past: int) -> torch.Tensor:
-        """Time-major conditions ``c [T,B,C]`` as the predictor may see them: with ``actions+start`` the
-        end-effector positions of frames n_past on are zeroed, so the arm's future comes from the actions."""
+        """Time-major conditions ``c [T,B,C]`` as the predictor may see them: standardised with ``cond_norm``;
+        with ``actions+start`` the end-effector positions of frames n_past on are zeroed, so the arm's future
+        comes from the actions."""
+        if self.cfg.cond_norm:
+            c = (c - self.cond_mean) / self.cond_std
         if self.positions != "start":
             return c
         c = c.clone()
         c[n_past:, :, self.action_dim:] = 0
         return c
+
+    def set_condition_stats(self, c: torch.Tensor) -> None:
+        """``cond_norm``'s mean and std of each column of the training conditions ``c [..., C]``; a constant
+        column keeps std 1, so that it reads as 0 rather than dividing by 0."""
+        flat = c.reshape(-1, c.shape[-1]).double()
+        std = flat.std(0)
+        self.cond_mean.copy_(flat.mean(0))
+        self.cond_std.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
 
     def skip_source(self, n_past: int) -> int:
         """The frame whose skips the later frames take (without ``last_frame_skip``): x[n_past−2] with
