@@ -25,8 +25,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 REGIONS = ("arm", "uncovered", "objects", "other")
 
@@ -78,6 +82,11 @@ def region_scores(pred: "torch.Tensor", truth: "torch.Tensor", changed: "torch.T
             "psnr": 10 * np.log10(n / e) if n and e else None,
             "score_with_truth_here": score(torch.where(m[:, :, None], truth, pred)) if n else None}
     return out
+
+
+def db(value: float | None) -> str:
+    """A dB figure of the table, or a dash where there is none."""
+    return "–" if value is None else f"{value:.2f}"
 
 
 def main() -> int:
@@ -143,9 +152,8 @@ def main() -> int:
         print("|---|---|---|---|---|")
         for name in REGIONS:
             g = r["regions"][name]
-            fmt = (lambda v: "–" if v is None else f"{v:.2f}")
-            print(f"| {name} | {g['pixel_share']:.1%} | {g['error_share']:.1%} | {fmt(g['psnr'])} | "
-                  f"{fmt(g['score_with_truth_here'])} |")
+            print(f"| {name} | {g['pixel_share']:.1%} | {g['error_share']:.1%} | {db(g['psnr'])} | "
+                  f"{db(g['score_with_truth_here'])} |")
     print(f"\n{time.perf_counter() - start:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

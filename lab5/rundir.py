@@ -87,10 +87,11 @@ def checkpoint_config(state: dict[str, Any], path: str | Path) -> Config:
 
 
 def check_compatible(state: dict[str, Any], cfg: Config, cond_dim: int, path: str | Path) -> None:
-    """Raise CheckpointError naming every architecture field where checkpoint and model differ."""
-    saved = state["config"]
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} != model {getattr(cfg, k)!r}"
-             for k in ARCH_FIELDS if saved.get(k) != getattr(cfg, k)]
+    """Raise CheckpointError naming every architecture field where checkpoint and model differ (a field newer
+    than the checkpoint counts as its default, the behaviour the checkpoint was trained with)."""
+    saved = checkpoint_config(state, path)
+    diffs = [f"{k}: checkpoint {getattr(saved, k)!r} != model {getattr(cfg, k)!r}"
+             for k in ARCH_FIELDS if getattr(saved, k) != getattr(cfg, k)]
     if state["cond_dim"] != cond_dim:
         diffs.append(f"cond_dim: checkpoint {state['cond_dim']} != data {cond_dim}")
     if diffs:

@@ -134,22 +134,27 @@ def test_changed_regions_refuses_data_the_simulator_does_not_reproduce(tmp_path,
     assert proc.stderr.count("\n") == 1 and "does not reproduce" in proc.stderr and str(root) in proc.stderr
 
 
-def test_condition_weights_reads_each_column_of_a_checkpoint(tmp_path):
-    proc = _run("condition_weights.py", "checkpoints/demo")
+@pytest.mark.parametrize("checkpoint", ["demo", "latent-start"])  # standardised conditions, raw ones
+def test_condition_weights_reads_each_column_of_a_checkpoint(tmp_path, checkpoint):
+    from lab5.rundir import load_model
+
+    proc = _run("condition_weights.py", f"checkpoints/{checkpoint}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "column" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == ["dx", "dy", "closure", "height", "x", "y", "z"]
     cells = {name: (top, moved) for name, top, moved in
              ((cell.strip() for cell in r.strip("|").split("|")) for r in rows)}
     assert all((moved == "–") == (name in ("closure", "height", "z")) for name, (_, moved) in cells.items())
-    from lab5.rundir import load_model
-
-    model, cfg, _ = load_model(ROOT / "checkpoints" / "demo")
+    model, cfg, _ = load_model(ROOT / "checkpoints" / checkpoint)
+    assert f"cond_norm {cfg.cond_norm}" in proc.stdout
     w = model.predictor.embed.weight.detach()[:, cfg.g_dim + cfg.z_dim:].abs().amax(0)
     std = model.cond_std if cfg.cond_norm else torch.ones(7)
     # A pixel of arm motion: 0.0125 m of position, an action of 0.025 m (half of it each frame).
     for j, name, step in ((0, "dx", 0.025), (1, "dy", 0.025), (4, "x", 0.0125), (5, "y", 0.0125)):
         assert float(cells[name][0]) == pytest.approx(float(w[j]), abs=0.006)
         assert float(cells[name][1]) == pytest.approx(float(w[j] * step / std[j]), abs=6e-4)
+
+
+def test_condition_weights_names_a_missing_checkpoint(tmp_path):
     proc = _run("condition_weights.py", str(tmp_path / "missing.pt"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "missing.pt" in proc.stderr

@@ -158,3 +158,24 @@ def test_extending_a_run_keeps_its_kl_schedule(mode: str, tiny_root: Path, tmp_p
     lab = get_preset("lab")
     assert KLAnnealing.from_config(lab.replace(epochs=200), epochs=100)(12) == pytest.approx(0.96)
     assert KLAnnealing.from_config(lab.replace(epochs=200))(12) == pytest.approx(0.48)
+
+
+def test_a_run_saved_before_a_config_field_existed_resumes(smoke_run: Path, tmp_path: Path) -> None:
+    """A checkpoint without ``cond_norm`` (saved before the field existed) resumes with the field's default,
+    the behaviour it was trained with, instead of failing the architecture check."""
+    import shutil
+
+    from lab5.rundir import read_history
+
+    run = tmp_path / "old"
+    shutil.copytree(smoke_run, run)
+    for name in ("last.pt", "best.pt"):
+        state = _load(run / name)
+        del state["config"]["cond_norm"]
+        torch.save(state, run / name)
+    config = json.loads((run / "config.json").read_text())
+    del config["cond_norm"]
+    (run / "config.json").write_text(json.dumps(config))
+    epochs = len(read_history(run))
+    assert lab5_main(["train", "--resume", str(run), "--no-progress", "--set", f"epochs={epochs + 1}"]) == 0
+    assert len(read_history(run)) == epochs + 1 and _load(run / "last.pt")["config"]["cond_norm"] is False

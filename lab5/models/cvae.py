@@ -247,8 +247,8 @@ class CVAE(nn.Module):
     # --- what each loop asks ---------------------------------------------------------------
     def visible_condition(self, c: torch.Tensor, n_past: int) -> torch.Tensor:
         """Time-major conditions ``c [T,B,C]`` as the predictor may see them: standardised with ``cond_norm``;
-        with ``actions+start`` the end-effector positions of frames n_past on are zeroed, so the arm's future
-        comes from the actions."""
+        with ``actions+start`` the end-effector positions of frames n_past on are zeroed (after standardising:
+        they read as the training mean), so the arm's future comes from the actions."""
         if self.cfg.cond_norm:
             c = (c - self.cond_mean) / self.cond_std
         if self.positions != "start":
@@ -260,6 +260,8 @@ class CVAE(nn.Module):
     def set_condition_stats(self, c: torch.Tensor) -> None:
         """``cond_norm``'s mean and std of each column of the training conditions ``c [..., C]``; a constant
         column keeps std 1, so that it reads as 0 rather than dividing by 0."""
+        if not self.cfg.cond_norm:
+            raise ValueError("set_condition_stats: this model reads raw conditions (cond_norm is off)")
         flat = c.reshape(-1, c.shape[-1]).double()
         std = flat.std(0)
         self.cond_mean.copy_(flat.mean(0))
