@@ -67,10 +67,11 @@ def region_scores(pred: "torch.Tensor", truth: "torch.Tensor", changed: "torch.T
     score (mean of the per-frame PSNR) of ``pred`` and of ``pred`` with the truth pasted into each region."""
     import torch
 
+    from lab5.evaluate import nan_summary
     from lab5.metrics import changed_psnr_per_frame
 
-    def score(p: torch.Tensor) -> float:
-        return float(np.nanmean(changed_psnr_per_frame(p, truth, changed).numpy()))
+    def score(p: torch.Tensor) -> float:  # as evaluate's changed-pixel mean
+        return nan_summary(changed_psnr_per_frame(p, truth, changed).numpy())["mean"]
 
     err = ((pred.double() - truth.double()) ** 2).mean(2)  # [B,T,H,W], channels pooled
     total_err, total_px = float((err * changed).sum()), float(changed.sum())

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-M_PER_PX = 0.0125  # lab5.sim.world.M_PER_PX: one pixel of the 64x64 image, in metres
+from lab5.sim.world import M_PER_PX  # one pixel of the 64x64 image, in metres
+
 # The change of each BAIR condition column that moves the arm by one pixel (actions are held for two
 # frames, half of the step each): dx, dy (m per held pair), then the positions x, y (m); none for the
 # closure, the height command and z.

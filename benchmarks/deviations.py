@@ -4,8 +4,8 @@ Trains the ``demo`` preset (6 epochs x 40 iterations, the workbook's 04) once pe
 on the embedded training set: the defaults (SVG's initialisation, skips of x[n_past-2], teacher
 forcing as Listing 2.7), then each with one switch set the other way (``init=torch``,
 ``skip_frame=last``, ``tf_style=conditioned``, ``cond_norm=false``: the report's raw conditions).
-Prints the best and the last validation PSNR (lab
-protocol, 64 validation sequences) per run and the mean over seeds, and writes them as JSON.
+Prints the best and the last validation PSNR (lab protocol, 64 validation sequences) per run and the
+mean over seeds, and writes them as JSON.
 
     python benchmarks/deviations.py --seeds 42,43 --json benchmarks/results/deviations_demo.json
 """

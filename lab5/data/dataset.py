@@ -234,7 +234,7 @@ class BairDataset(torch.utils.data.Dataset):
         """Every sequence's whole conditions ``[N, seq_len, C]`` (actions, then positions), without the frames:
         from the cache, else from every sequence's CSVs (a few seconds per 10,000 sequences)."""
         if self.using_cache:
-            return torch.from_numpy(np.array(np.load(self._cache_paths[1], mmap_mode="r")))
+            return torch.from_numpy(np.load(self._cache_paths[1]))
         rows = [np.concatenate(read_csvs(seq, self.seq_len), 1) for seq in self.sequences]
         return torch.from_numpy(np.stack(rows).astype(np.float32))
 
