@@ -273,6 +273,25 @@ def test_dataloader_workers_match_main_process(make_root: Callable[..., Path]) -
     assert torch.equal(batched, torch.stack([ds[i][0] for i in range(len(ds))]))
 
 
+def test_conditions_show_a_bar_only_when_asked_and_slow(make_root: Callable[..., Path],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import lab5.data.dataset as dataset
+
+    ds = BairDataset(make_root({"train": 3}, n_frames=5), "train", n_frames=None, use_cache=False)
+    def shown() -> str:  # the bar's stream is stdout inside a kernel, else stderr
+        out, err = capsys.readouterr()
+        return out + err
+
+    quiet = ds.conditions(progress=True)  # under a second: the bar's delay hides it
+    assert "conditions train" not in shown()
+    monkeypatch.setattr(dataset, "CONDITIONS_BAR_DELAY_S", 0.0)
+    assert torch.equal(ds.conditions(progress=False), quiet)
+    assert "conditions train" not in shown()
+    assert torch.equal(ds.conditions(progress=True), quiet)
+    assert "conditions train" in shown()
+
+
 # --------------------------------------------------------------------------- cache
 
 

@@ -46,6 +46,13 @@ def test_defaults_build_the_preset_and_the_run_dir():
     assert "04_training" in str(p) and "config overrides: none" in str(p)
 
 
+def test_the_model_line_says_whether_the_conditions_are_standardised():
+    demo, lab = get_preset("demo"), get_preset("lab")
+    assert demo.cond_norm and not lab.cond_norm
+    assert "condition actions+positions (standardised);" in wb.describe_config(demo)[0]
+    assert "condition actions+positions;" in wb.describe_config(lab)[0]
+
+
 def test_unknown_parameter_is_named():
     ns = _ns(**wb.NOTEBOOKS["04_training"], bogus=1)
     with pytest.raises(ConfigError, match="'bogus'.*04_training"):

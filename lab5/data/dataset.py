@@ -21,6 +21,8 @@ from lab5.data.layout import (ACTIONS_CSV, FRAME_RE, POSITIONS_CSV, SPLITS, Agre
 from lab5.files import check_writable, progress_bar, write_atomic
 
 CACHE_DIRNAME, FORMAT, VERSION = ".lab5_cache", "lab5-bair-cache", 1
+# Reading the conditions of the embedded sets takes under a second: no bar for them.
+CONDITIONS_BAR_DELAY_S = 1.0
 
 
 class LoadedCache(NamedTuple):
@@ -230,12 +232,15 @@ class BairDataset(torch.utils.data.Dataset):
             frames = hwc.transpose(0, 3, 1, 2)
         return frames_to_tensor(frames), torch.from_numpy(cond)
 
-    def conditions(self) -> torch.Tensor:
+    def conditions(self, progress: bool = False) -> torch.Tensor:
         """Every sequence's whole conditions ``[N, seq_len, C]`` (actions, then positions), without the frames:
-        from the cache, else from every sequence's CSVs (a few seconds per 10,000 sequences)."""
+        from the cache, else from every sequence's CSVs (a few seconds per 10,000 sequences: with ``progress``,
+        a bar once it has taken longer than ``CONDITIONS_BAR_DELAY_S``)."""
         if self.using_cache:
             return torch.from_numpy(np.load(self._cache_paths[1]))
-        rows = [np.concatenate(read_csvs(seq, self.seq_len), 1) for seq in self.sequences]
+        bar = progress_bar(self.sequences, desc=f"conditions {self.split}", unit="seq", disable=not progress,
+                           delay=CONDITIONS_BAR_DELAY_S, leave=False)
+        rows = [np.concatenate(read_csvs(seq, self.seq_len), 1) for seq in bar]
         return torch.from_numpy(np.stack(rows).astype(np.float32))
 
     def __getstate__(self) -> dict[str, Any]:
