@@ -427,7 +427,8 @@ def read_latent(results: dict[str, dict[str, Any]]) -> str:
         n, mean = r["protocol"]["samples"], r["psnr"]["mean"]
         best = r["best_of_n"]["psnr"]["best"] if "best_of_n" in r else mean
         line = (f"best of {n} {best:.2f} dB (the truth picks), {max(best - mean, 0.0):.2f} dB above the mean over samples; "
-                f"test-time KL {r['kl']['mean']:.2f} nats per frame")
+                # A KL is >= 0; a collapsed one can come out as -1e-9 of float round-off, printed "-0.00".
+                f"test-time KL {max(r['kl']['mean'], 0.0):.2f} nats per frame")
         line += (": z carries little." if r["kl"]["mean"] < 0.1 else ": z carries part of the future.")
         if "best_of_n" in r:
             cb = r["best_of_n"]["changed_psnr"]

@@ -185,7 +185,7 @@ class Solver:
             rundir.write_config(self.run_dir, cfg, self.precision.as_dict(), self.data_root)
         self.model = self.build_model()
         if cfg.cond_norm and not resume:  # a resumed run keeps the statistics it started with
-            self.model.set_condition_stats(self.train_set.conditions(self.progress).to(self.device))
+            self.model.set_condition_stats(self.train_set.conditions(progress=self.progress).to(self.device))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.kl_epochs = cfg.epochs  # the epochs the KL schedule is planned for; a resume keeps its run's
         self.kl_schedule, self.tf_schedule = KLAnnealing.from_config(cfg), TeacherForcing.from_config(cfg)

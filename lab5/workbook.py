@@ -147,7 +147,7 @@ def describe_config(cfg: Config) -> list[str]:
     """The model and the training settings of ``cfg``, one line each."""
     prior = {"fixed": "fixed N(0,I) prior", "learned": "learned prior", "none": "deterministic"}[cfg.prior]
     precision = resolve_precision(cfg.bf16, cfg.channels_last, resolve_device(cfg.device)).describe()
-    condition = f"{cfg.condition}{' (standardised)' if cfg.cond_norm else ''}"
+    condition = f"{cfg.condition}{' (standardised)' if cfg.cond_norm and cfg.condition != 'none' else ''}"
     return [f"model: {cfg.arch} (nf {cfg.nf}), g_dim {cfg.g_dim}, z_dim {cfg.z_dim}, rnn {cfg.rnn_size}, {prior}, "
             f"condition {condition}; frames {cfg.n_past} + {cfg.n_future}",
             f"training: {cfg.epochs} epochs x {cfg.iters_per_epoch or 'one pass'} iterations, batch {cfg.batch_size}, "
