@@ -151,7 +151,7 @@ def test_imports_run_down_the_floors() -> None:
     assert not up, up
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20's target, not reached yet: lab5/ is 6,333 lines (6,667 before "
+@pytest.mark.xfail(strict=True, reason="issue 20's target, not reached yet: lab5/ is 6,340 lines (6,667 before "
                    "the trim of 2026-12-06, 5,304 before issues 21 and 22, 5,997 before the restructure); strict, so this fails once the budget is met "
                    "and the mark must go")
 def test_package_fits_its_line_budget() -> None:
