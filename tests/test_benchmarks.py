@@ -5,6 +5,8 @@ figures are measurements, quoted in the README, not asserted here."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -158,3 +160,32 @@ def test_condition_weights_reads_each_column_of_a_checkpoint(tmp_path, checkpoin
 def test_condition_weights_names_a_missing_checkpoint(tmp_path):
     proc = _run("condition_weights.py", str(tmp_path / "missing.pt"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "missing.pt" in proc.stderr
+
+
+def test_train_demo_script_ends_in_the_shipped_demos_config():
+    """benchmarks/train_demo.sh, dry: its commands, applied as lab5 applies them (a preset with --set, then
+    resumes that may change only the resumable fields), end in checkpoints/demo's config, epoch for epoch."""
+    from lab5.config import RESUMABLE_FIELDS, Config, make_config, parse_assignments
+    from lab5.rundir import read_history
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "train_demo.sh")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "DRY_RUN": "1", "RUN": "runs/x"})
+    assert proc.returncode == 0, proc.stderr
+    trains = [shlex.split(line[2:])[4:] for line in proc.stdout.splitlines() if " -m lab5 train " in line]
+    first, resumes = trains[0], trains[1:]
+    assert first[:4] == ["--preset", "demo", "--data", "data/embedded-seed0"]
+    cfg = make_config("demo", assignments=first[first.index("--set") + 1:])
+    epochs, data_roots = [cfg.epochs], []
+    for args in resumes:
+        assert args[:2] == ["--resume", "runs/x"]
+        data_roots.append(args[args.index("--data") + 1])
+        new = cfg.replace(**parse_assignments(args[args.index("--set") + 1:]))
+        assert set(cfg.diff(new)) <= set(RESUMABLE_FIELDS), args
+        cfg = new
+        epochs.append(cfg.epochs)
+    assert epochs == sorted(set(epochs))
+    # seed 0's data through epoch 43, then seed 2's 8,192 sequences (docs/results.md).
+    assert data_roots == ["data/embedded-seed0"] * 4 + ["data/embedded-seed2-8k"] * 6 and epochs[4] == 43
+    shipped = Config.from_json(ROOT / "checkpoints" / "demo" / "config.json")
+    assert cfg.diff(shipped) == {}
+    assert len(read_history(ROOT / "checkpoints" / "demo")) == cfg.epochs == 95
+    assert "export --run-dir runs/x" in proc.stdout and "--checkpoint best" in proc.stdout

@@ -98,7 +98,7 @@ def test_cvae_per_frame_operations(prior: str, z_dim: int) -> None:
         assert torch.equal(mu_p, torch.zeros(B, z_dim)) and torch.equal(logvar_p, torch.zeros(B, z_dim))
     g, kl = model.step(h, torch.randn(B, COND), model.init_hidden(B, "cpu"), h_target=h)
     assert model.decoder(g, skips).shape == (B, 3, 64, 64) and kl.shape == ()
-    assert (float(kl) > 0) == (z_dim > 0)
+    assert (float(kl.detach()) > 0) == (z_dim > 0)
     assert model.predictor.embed.in_features == cfg.g_dim + z_dim + COND  # [h_{t-1}, z_t, c_{t-1}]
 
 
