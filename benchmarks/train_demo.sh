@@ -6,7 +6,8 @@
 # stage it was in, exactly (train --resume).
 #
 #   bash benchmarks/train_demo.sh     # env: PYTHON, RUN (runs/demo-95), OUT (runs/demo-95-export),
-#                                     #      THREADS (2), DRY_RUN=1 prints the commands only
+#                                     #      THREADS (2), DRY_RUN=1 prints the commands of a run from scratch
+# RUN, OUT and the data folders are relative to the checkout. Each epoch prints a line as it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -18,12 +19,12 @@ SEED2=data/embedded-seed2-8k
 
 run() {
     echo "+ $*"
-    if [[ -z ${DRY_RUN:-} ]]; then "$@"; fi
+    if [[ ${DRY_RUN:-0} != 1 ]]; then "$@"; fi
 }
 
 # Epochs the run has finished (0: no run yet); a stage whose target is reached is skipped.
 done_epochs() {
-    if [[ -n ${DRY_RUN:-} || ! -f $RUN/last.pt ]]; then echo 0; return; fi
+    if [[ ${DRY_RUN:-0} == 1 || ! -f $RUN/last.pt ]]; then echo 0; return; fi
     "$PY" -c "import sys; from lab5.rundir import load_checkpoint; print(load_checkpoint(sys.argv[1])['epoch'])" \
         "$RUN/last.pt"
 }
@@ -35,11 +36,12 @@ stage() {
     finished=$(done_epochs)
     if (( finished >= epochs )); then echo "= $RUN has finished epoch $epochs"; return; fi
     if [[ -f $RUN/last.pt || -n $started ]]; then
-        run "$PY" -m lab5 train --resume "$RUN" --data "$data" --no-progress \
+        run "$PY" -m lab5 train --resume "$RUN" --data "$data" \
             --set epochs="$epochs" lr="$lr" threads="$THREADS"
     else
         # The demo preset's lr (0.002); its KL schedule is planned for these first epochs and kept on resume.
-        run "$PY" -m lab5 train --preset demo --data "$data" --run-dir "$RUN" --no-progress \
+        # --force: a run stopped before its first checkpoint (iteration 50) left nothing to resume.
+        run "$PY" -m lab5 train --preset demo --data "$data" --run-dir "$RUN" --force \
             --set epochs="$epochs" iters_per_epoch=250 checkpoint_every=50 threads="$THREADS"
     fi
     started=1
@@ -56,7 +58,11 @@ stage 43 0.0002 "$SEED0"
 # 8,192 fresh sequences of seed 2 (about 2 min, 2.9 GiB of cache) for the rest.
 run "$PY" -m lab5 data make-synthetic --out "$SEED2" --train 8192 --validate 128 --test 0 --seed 2 \
     --workers "$THREADS"
-run "$PY" -m lab5 data cache "$SEED2"
+# The uint8 cache of its splits, unless a fresh one is there (rebuilding it takes about a minute).
+if [[ ${DRY_RUN:-0} == 1 ]] || ! "$PY" -c "import sys; from lab5.data.dataset import load_cache
+sys.exit(any(load_cache(sys.argv[1], s) is None for s in ('train', 'validate')))" "$SEED2"; then
+    run "$PY" -m lab5 data cache "$SEED2"
+fi
 stage 55 0.0006 "$SEED2"
 stage 58 0.0001 "$SEED2"
 stage 68 0.0006 "$SEED2"

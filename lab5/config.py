@@ -235,9 +235,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": _DEMO,
     # The demo's model with SVG-LP's learned prior and a constant beta = 1e-5: an assumed pixel noise sigma =
     # sqrt(beta * 64*64*3 / 2) of 0.25 instead of beta = 1's 78, so the KL stays alive and z carries what the
-    # first frames and conditions leave open (at SVG's 1e-4 it still collapsed on the embedded data: docs/results.md).
-    # nf 20 keeps the three shipped latent-* checkpoints and the demo's within 30 MB; the epochs and the raw
-    # conditions (cond_norm off) are theirs.
+    # first frames and conditions leave open (SVG used 1e-4). nf 20 keeps the three shipped latent-* checkpoints
+    # and the demo's within 30 MB; the raw conditions (cond_norm off) are theirs, their epochs and the
+    # action model's beta are set on the command line (docs/results.md).
     "latent": {**_DEMO, "nf": 20, "cond_norm": False, "prior": "learned", "kl_mode": "off", "kl_beta_max": 1e-5,
                "epochs": 16, "iters_per_epoch": 250, "checkpoint_every": 50},
     "smoke": dict(arch="dcgan64", nf=8, g_dim=16, z_dim=4, rnn_size=16, predictor_rnn_layers=1,

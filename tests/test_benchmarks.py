@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lab5.config import RESUMABLE_FIELDS, Config, make_config, parse_assignments
+from lab5.rundir import read_history
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -162,29 +165,43 @@ def test_condition_weights_names_a_missing_checkpoint(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "missing.pt" in proc.stderr
 
 
-def test_train_demo_script_ends_in_the_shipped_demos_config():
-    """benchmarks/train_demo.sh, dry: its commands, applied as lab5 applies them (a preset with --set, then
-    resumes that may change only the resumable fields), end in checkpoints/demo's config, epoch for epoch."""
-    from lab5.config import RESUMABLE_FIELDS, Config, make_config, parse_assignments
-    from lab5.rundir import read_history
+def _per_epoch(commands: list[str], lr: float) -> list[tuple[float, str]]:
+    """(learning rate, data root) of each epoch that a list of ``python -m lab5 train`` commands runs, in order."""
+    plan: list[tuple[float, str]] = []
+    data = ""
+    for command in commands:
+        args = shlex.split(command, comments=True)
+        sets = parse_assignments(args[args.index("--set") + 1:])
+        data = args[args.index("--data") + 1] if "--data" in args else data
+        lr = float(sets.get("lr", lr))
+        plan += [(lr, data)] * (int(sets["epochs"]) - len(plan))
+    return plan
+
+
+def test_train_demo_script_repeats_the_documented_stages_and_ends_in_the_shipped_config():
+    """benchmarks/train_demo.sh, dry: epoch for epoch, the learning rate and data of docs/results.md's
+    commands; applied as lab5 applies them (a preset with --set, then resumes that may change only the
+    resumable fields), its commands end in checkpoints/demo's config."""
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "train_demo.sh")], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "DRY_RUN": "1", "RUN": "runs/x"})
     assert proc.returncode == 0, proc.stderr
-    trains = [shlex.split(line[2:])[4:] for line in proc.stdout.splitlines() if " -m lab5 train " in line]
-    first, resumes = trains[0], trains[1:]
+    script = [line[2:] for line in proc.stdout.splitlines() if " -m lab5 train " in line]
+    docs = (ROOT / "docs" / "results.md").read_text().replace("\\\n", " ")  # join continued lines
+    start = docs.rindex("```bash", 0, docs.index("--run-dir runs/demo-cn"))
+    block = docs[start:docs.index("```\n", start + len("```bash"))]
+    documented = [line for line in block.splitlines() if " -m lab5 train " in line]
+    preset_lr = make_config("demo").lr
+    assert len(_per_epoch(documented, preset_lr)) == 95
+    assert _per_epoch(script, preset_lr) == _per_epoch(documented, preset_lr)
+    first = shlex.split(script[0])[4:]
     assert first[:4] == ["--preset", "demo", "--data", "data/embedded-seed0"]
     cfg = make_config("demo", assignments=first[first.index("--set") + 1:])
-    epochs, data_roots = [cfg.epochs], []
-    for args in resumes:
+    for command in script[1:]:
+        args = shlex.split(command)[4:]
         assert args[:2] == ["--resume", "runs/x"]
-        data_roots.append(args[args.index("--data") + 1])
         new = cfg.replace(**parse_assignments(args[args.index("--set") + 1:]))
         assert set(cfg.diff(new)) <= set(RESUMABLE_FIELDS), args
         cfg = new
-        epochs.append(cfg.epochs)
-    assert epochs == sorted(set(epochs))
-    # seed 0's data through epoch 43, then seed 2's 8,192 sequences (docs/results.md).
-    assert data_roots == ["data/embedded-seed0"] * 4 + ["data/embedded-seed2-8k"] * 6 and epochs[4] == 43
     shipped = Config.from_json(ROOT / "checkpoints" / "demo" / "config.json")
     assert cfg.diff(shipped) == {}
     assert len(read_history(ROOT / "checkpoints" / "demo")) == cfg.epochs == 95
