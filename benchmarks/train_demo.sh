@@ -22,20 +22,18 @@ run() {
     if [[ ${DRY_RUN:-0} != 1 ]]; then "$@"; fi
 }
 
-# Epochs the run has finished (0: no run yet); a stage whose target is reached is skipped.
-done_epochs() {
-    if [[ ${DRY_RUN:-0} == 1 || ! -f $RUN/last.pt ]]; then echo 0; return; fi
-    "$PY" -c "import sys; from lab5.rundir import load_checkpoint; print(load_checkpoint(sys.argv[1])['epoch'])" \
-        "$RUN/last.pt"
-}
+# Epochs the run has finished (0: no run yet, or a dry run); a stage whose target is reached is skipped.
+finished=0
+if [[ ${DRY_RUN:-0} != 1 && -f $RUN/last.pt ]]; then
+    finished=$("$PY" -c "import sys; from lab5.rundir import load_checkpoint; print(load_checkpoint(sys.argv[1])['epoch'])" \
+        "$RUN/last.pt")
+fi
 
 # stage EPOCHS LR DATA: train until EPOCHS at learning rate LR on DATA.
-started=""
 stage() {
-    local epochs=$1 lr=$2 data=$3 finished
-    finished=$(done_epochs)
+    local epochs=$1 lr=$2 data=$3
     if (( finished >= epochs )); then echo "= $RUN has finished epoch $epochs"; return; fi
-    if [[ -f $RUN/last.pt || -n $started ]]; then
+    if (( finished > 0 )) || [[ ${DRY_RUN:-0} != 1 && -f $RUN/last.pt ]]; then
         run "$PY" -m lab5 train --resume "$RUN" --data "$data" \
             --set epochs="$epochs" lr="$lr" threads="$THREADS"
     else
@@ -44,7 +42,7 @@ stage() {
         run "$PY" -m lab5 train --preset demo --data "$data" --run-dir "$RUN" --force \
             --set epochs="$epochs" iters_per_epoch=250 checkpoint_every=50 threads="$THREADS"
     fi
-    started=1
+    finished=$epochs
 }
 
 # The embedded training set (seed 0, 1,024 sequences: the workbook's); an existing complete set is reused.
